@@ -38,9 +38,7 @@ def expand(value: Any, scope: Mapping[str, Any]) -> Any:
     return value
 
 
-def resolve_params(
-    spec: PipelineSpec, key: StepKey, env_name: str, env: EnvironmentSpec, home: str
-) -> dict[str, Any]:
+def resolve_params(spec: PipelineSpec, key: StepKey, env_name: str, env: EnvironmentSpec, home: str) -> dict[str, Any]:
     step = spec.step(key.step)
     merged: dict[str, Any] = {"home": home, "env": env_name, "engine": env.engine}
     merged.update(spec.params)

@@ -304,7 +304,10 @@ def _validate_graph(spec: PipelineSpec) -> Iterator[tuple[str, str]]:
             yield f"{where}.id", f"duplicate step id {step.id!r} (also steps[{seen_ids[step.id]}])"
         seen_ids.setdefault(step.id, i)
         if step.number in seen_numbers:
-            yield f"{where}.number", f"duplicate number {step.number} (also step {seen_numbers[step.number]!r})"
+            yield (
+                f"{where}.number",
+                f"duplicate number {step.number} (also step {seen_numbers[step.number]!r})",
+            )
         seen_numbers.setdefault(step.number, step.id)
         if (step.job is None) == (step.command is None):
             yield where, "a step needs exactly one of `job` (module:function) or `command` (shell)"
@@ -314,7 +317,10 @@ def _validate_graph(spec: PipelineSpec) -> Iterator[tuple[str, str]]:
             yield f"{where}.executor", f"unknown executor {step.executor!r} (known: {', '.join(EXECUTORS)})"
         for name in step.contexts:
             if not _NAME.match(str(name)):
-                yield f"{where}.contexts.{name}", f"context name {name!r} must be lowercase letters, digits, _ or -"
+                yield (
+                    f"{where}.contexts.{name}",
+                    f"context name {name!r} must be lowercase letters, digits, _ or -",
+                )
         for j, dep in enumerate(step.depends_on):
             if dep == step.id:
                 yield f"{where}.depends_on[{j}]", f"step {step.id!r} depends on itself"
@@ -392,9 +398,7 @@ def load_project_config(path: Path) -> ProjectConfig:
     try:
         config = ProjectConfig.model_validate({**(data or {}), "source_path": str(path)})
     except ValidationError as exc:
-        details = tuple(
-            str(Problem(_where(path, lines, _pydantic_location(e["loc"])), e["msg"])) for e in exc.errors()
-        )
+        details = tuple(str(Problem(_where(path, lines, _pydantic_location(e["loc"])), e["msg"])) for e in exc.errors())
         raise DefinitionError(f"{path} has {len(details)} problem(s)", details=details) from None
     problems = [
         str(Problem(_where(path, lines, f"environments.{name}.executor"), f"unknown executor {env.executor!r}"))

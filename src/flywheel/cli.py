@@ -1,0 +1,461 @@
+"""The `flywheel` command: parse, call `flywheel.api`, render, exit. No business logic here.
+
+Exit codes: 0 success · 1 a step failed · 2 usage or definition error · 3 environment or backend
+error · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from flywheel.errors import ExitCode, FlywheelError, UsageError
+
+HELP = """Run, journal and recover the omc-flywheel pipelines.
+
+One safe command after a failure: `flywheel status` shows what happened, `flywheel resume` continues
+exactly where the run stopped.
+
+Exit codes: 0 success · 1 a step failed · 2 usage or definition error · 3 environment or backend
+error · 130 interrupted.
+"""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+PipelineOpt = Annotated[
+    str | None, typer.Option("--pipeline", "-p", help="Pipeline name or path (default: db-refresh).")
+]
+EnvOpt = Annotated[
+    str | None, typer.Option("--env", "-e", help="Environment (local, dev, prod).", envvar="FLYWHEEL_ENV")
+]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Journal, logs and local data live here.", envvar="FLYWHEEL_HOME"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and what it saves; run nothing.")]
+SkipOpt = Annotated[
+    list[str] | None,
+    typer.Option("--skip-steps", help="Steps to reuse instead of running: 1,2,3 or 1-3 or ids or step[context]."),
+]
+FromOpt = Annotated[str | None, typer.Option("--from-step", help="Rerun this step and everything after it.")]
+OnlyOpt = Annotated[list[str] | None, typer.Option("--only", help="Rerun only these steps (step[context] allowed).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Skip steps even without an earlier success to reuse.")]
+NoteOpt = Annotated[str | None, typer.Option("--note", help="Why (required in prod for skips, --force, marks).")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="One-run override: STEP.timeout=2h, STEP.workers=30, STEP.memory=8GB."),
+]
+ParallelOpt = Annotated[int | None, typer.Option("--max-parallel", help="Steps running at once.")]
+
+
+def _session(pipeline: str | None, env: str | None, home: Path | None, run_id: int | None = None) -> Any:
+    from flywheel import api
+
+    return api.open_session(pipeline, env, home, run_id=run_id)
+
+
+def _parse_sets(values: list[str] | None) -> Any:
+    from flywheel.runner import Overrides
+    from flywheel.spec import parse_duration
+
+    timeouts: dict[str, float] = {}
+    resources: dict[str, dict[str, Any]] = {}
+    for value in values or []:
+        match = re.match(r"^([\w-]+)\.(timeout|workers|memory|worker_type|threads)=(.+)$", value.strip())
+        if not match:
+            raise UsageError(
+                f"--set {value!r} is not STEP.SETTING=VALUE",
+                fix="write e.g. --set addressable-split-and-part.timeout=3h (settings: timeout, workers, "
+                "worker_type, memory, threads)",
+            )
+        step, setting, raw = match.groups()
+        try:
+            if setting == "timeout":
+                timeouts[step] = parse_duration(raw)
+            elif setting in ("workers", "threads"):
+                resources.setdefault(step, {})[setting] = int(raw)
+            else:
+                resources.setdefault(step, {})[setting] = raw
+        except ValueError as exc:
+            raise UsageError(f"--set {value!r}: {exc}") from None
+    return Overrides(timeouts=timeouts, resources=resources)
+
+
+def _check_sets(session: Any, overrides: Any) -> None:
+    for step in [*overrides.timeouts, *overrides.resources]:
+        if step not in session.spec.by_id:
+            raise UsageError(
+                f"--set names unknown step {step!r}",
+                fix="steps: " + ", ".join(s.id for s in session.spec.steps),
+            )
+
+
+def _guard_environment(session: Any, request: Any, *, yes: bool, dry_run: bool) -> None:
+    """Prod asks for a note on anything that bends the rules, and for confirmation."""
+    env = session.project.config.environment(session.env_name)
+    bends = bool(request.skip or request.force or request.reuse_stale)
+    if env.require_note and bends and not (request.note or "").strip():
+        raise UsageError(
+            f"in {session.env_name}, --skip-steps, --force and --reuse-stale need --note saying why",
+            fix='add --note "..." (it is journaled with the run)',
+        )
+    if env.confirm and not yes and not dry_run:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"{session.env_name} needs confirmation and no terminal is attached",
+                fix="add --yes to confirm",
+            )
+        if not typer.confirm(f"Run {session.pipeline} in {session.env_name}?", default=False):
+            raise typer.Exit(int(ExitCode.USAGE))
+
+
+def _start(
+    session: Any,
+    request: Any,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    yes: bool,
+    overrides: Any,
+    max_parallel: int | None,
+) -> None:
+    from flywheel import api
+    from flywheel.render import ProgressPrinter, print_plan, print_status
+
+    _check_sets(session, overrides)
+    _guard_environment(session, request, yes=yes, dry_run=dry_run)
+    if dry_run:
+        planned = api.dry_run(session, request)
+        if as_json:
+            console.print_json(json.dumps(api.planned_summary(planned)))
+        else:
+            print_plan(console, planned, dry_run=True)
+        return
+
+    def announce(planned: Any, run_id: int) -> None:
+        if not as_json:
+            print_plan(console, planned, dry_run=False)
+            console.print(f"run {run_id} started", style="bold")
+
+    observers = [] if as_json else [ProgressPrinter(console, session.spec)]
+    options = api.RunOptions(observers=observers, overrides=overrides, max_parallel=max_parallel, on_planned=announce)
+    result = api.execute(session, request, options)
+    view = api.RunView(session=session, state=result.state)
+    if as_json:
+        console.print_json(json.dumps(_state_json(view)))
+    else:
+        console.print()
+        print_status(console, view)
+    if result.outcome is None:
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+    if result.outcome.value != "succeeded":
+        raise typer.Exit(int(ExitCode.STEP_FAILED))
+
+
+def _state_json(view: Any) -> dict[str, Any]:
+    state = view.state
+    started = state.started
+    return {
+        "run_id": state.run_id,
+        "pipeline": view.session.pipeline,
+        "env": view.session.env_name,
+        "status": state.status.value,
+        "started_at": started.at if started else None,
+        "user": started.user if started else None,
+        "host": started.host if started else None,
+        "parent_run": started.parent_run if started else None,
+        "root_run": started.root_run if started else None,
+        "code_version": started.code_version if started else None,
+        "resume_command": view.resume_command,
+        "steps": [
+            {
+                "key": str(k),
+                "number": view.session.spec.step(k.step).number,
+                "status": state.step(k).status.value,
+                "attempts": state.step(k).attempts,
+                "duration": state.step(k).duration,
+                "error_type": state.step(k).error_type,
+                "error_message": state.step(k).error_message,
+                "reused_from": state.step(k).produced_by if state.step(k).status.value == "reused" else None,
+                "note": state.step(k).note,
+            }
+            for k in view.session.spec.keys
+        ],
+    }
+
+
+@app.command()
+def run(
+    pipeline: Annotated[str | None, typer.Argument(help="Pipeline name or path (default: db-refresh).")] = None,
+    env: EnvOpt = None,
+    home: HomeOpt = None,
+    skip_steps: SkipOpt = None,
+    from_step: FromOpt = None,
+    only: OnlyOpt = None,
+    force: ForceOpt = False,
+    note: NoteOpt = None,
+    dry_run: DryOpt = False,
+    as_json: JsonOpt = False,
+    yes: YesOpt = False,
+    set_: SetOpt = None,
+    max_parallel: ParallelOpt = None,
+) -> None:
+    """Run a pipeline (all steps, or a selection)."""
+    from flywheel.planner import Mode, PlanRequest
+
+    if pipeline is not None and re.fullmatch(r"[\d,\s-]+", pipeline):
+        raise UsageError(
+            f"{pipeline!r} looks like step numbers, not a pipeline",
+            fix='write the steps as one value: --skip-steps=1,2,3 (or "1, 2, 3" in quotes)',
+        )
+    session = _session(pipeline, env, home)
+    request = PlanRequest(
+        mode=Mode.RUN,
+        skip=tuple(skip_steps or ()),
+        from_step=from_step,
+        only=tuple(only or ()),
+        force=force,
+        note=note,
+    )
+    _start(
+        session,
+        request,
+        dry_run=dry_run,
+        as_json=as_json,
+        yes=yes,
+        overrides=_parse_sets(set_),
+        max_parallel=max_parallel,
+    )
+
+
+@app.command()
+def resume(
+    run_id: Annotated[
+        int | None, typer.Argument(help="Run to resume (default: the latest failed or interrupted).")
+    ] = None,
+    pipeline: PipelineOpt = None,
+    env: EnvOpt = None,
+    home: HomeOpt = None,
+    skip_steps: SkipOpt = None,
+    force: ForceOpt = False,
+    reuse_stale: Annotated[
+        bool, typer.Option("--reuse-stale", help="Keep steps whose code or inputs changed.")
+    ] = False,
+    note: NoteOpt = None,
+    dry_run: DryOpt = False,
+    as_json: JsonOpt = False,
+    yes: YesOpt = False,
+    set_: SetOpt = None,
+    max_parallel: ParallelOpt = None,
+) -> None:
+    """Continue a failed or interrupted run: reuse what finished, run what is left."""
+    from flywheel.planner import Mode, PlanRequest
+
+    session = _session(pipeline, env, home, run_id)
+    request = PlanRequest(
+        mode=Mode.RESUME,
+        source_run=run_id,
+        skip=tuple(skip_steps or ()),
+        force=force,
+        reuse_stale=reuse_stale,
+        note=note,
+    )
+    _start(
+        session,
+        request,
+        dry_run=dry_run,
+        as_json=as_json,
+        yes=yes,
+        overrides=_parse_sets(set_),
+        max_parallel=max_parallel,
+    )
+
+
+@app.command()
+def status(
+    run_id: Annotated[int | None, typer.Argument(help="Run id (default: the latest).")] = None,
+    pipeline: PipelineOpt = None,
+    env: EnvOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run: each step and context, its state, duration, error, and the command that resumes it."""
+    from flywheel import api
+    from flywheel.render import print_status
+
+    view = api.status(_session(pipeline, env, home, run_id), run_id)
+    if as_json:
+        console.print_json(json.dumps(_state_json(view)))
+    else:
+        print_status(console, view)
+
+
+@app.command()
+def runs(
+    pipeline: PipelineOpt = None,
+    env: EnvOpt = None,
+    home: HomeOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
+    all_envs: Annotated[bool, typer.Option("--all-envs", help="Every environment.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The history of runs, newest first."""
+    from flywheel import api
+    from flywheel.render import print_runs
+
+    states = api.list_runs(_session(pipeline, env, home), limit=limit, all_envs=all_envs)
+    if as_json:
+        rows = [
+            {
+                "run_id": s.run_id,
+                "status": s.status.value,
+                "started_at": s.started.at if s.started else None,
+                "env": s.started.env if s.started else None,
+                "parent_run": s.started.parent_run if s.started else None,
+            }
+            for s in states
+        ]
+        console.print_json(json.dumps(rows))
+    else:
+        print_runs(console, states)
+
+
+@app.command()
+def logs(
+    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    step: Annotated[str | None, typer.Option("--step", "-s", help="A step (number, id or step[context]).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the run goes on.")] = False,
+    grep: Annotated[str | None, typer.Option("--grep", help="Only lines matching this regular expression.")] = None,
+    pipeline: PipelineOpt = None,
+    env: EnvOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Print the step logs of a run."""
+    from flywheel import api
+    from flywheel.state import RunStatus
+
+    session = _session(pipeline, env, home, run_id)
+    try:
+        pattern = re.compile(grep) if grep else None
+    except re.error as exc:
+        raise UsageError(f"--grep {grep!r} is not a regular expression: {exc}") from None
+    offsets: dict[Path, int] = {}
+    while True:
+        for path in api.log_files(session, run_id, step):
+            with path.open("r", errors="replace") as handle:
+                handle.seek(offsets.get(path, 0))
+                chunk = handle.read()
+                offsets[path] = handle.tell()
+            for line in chunk.splitlines():
+                if pattern is None or pattern.search(line):
+                    console.print(f"[{path.name.removesuffix('.log')}] {line}", markup=False)
+        if not follow or api.status(session, run_id).state.status is not RunStatus.RUNNING:
+            break
+        time.sleep(0.5)
+
+
+@app.command()
+def steps(pipeline: PipelineOpt = None, env: EnvOpt = None, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """The steps: number, id, title, Step Functions state, Glue job and contexts."""
+    from rich.table import Table
+
+    from flywheel.params import expand
+
+    session = _session(pipeline, env, home)
+    rows = []
+    for step in sorted(session.spec.steps, key=lambda s: s.number):
+        scope = {"env": session.env_name}
+        rows.append(
+            {
+                "number": step.number,
+                "id": step.id,
+                "title": step.title,
+                "state": step.cloud.state or "",
+                "glue_job": expand(step.cloud.glue_job or "", scope),
+                "contexts": list(step.contexts),
+                "depends_on": list(step.depends_on),
+            }
+        )
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for column in ("#", "step id", "title", "Step Functions state", "Glue job", "contexts"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(str(r["number"]), r["id"], r["title"], r["state"], r["glue_job"], ", ".join(r["contexts"]))
+    console.print(table)
+
+
+@app.command()
+def validate(
+    pipeline: Annotated[str | None, typer.Argument(help="Pipeline name or path.")] = None,
+) -> None:
+    """Check a pipeline definition and its project file; report every problem with its location."""
+    from flywheel.spec import load_project
+
+    project = load_project(pipeline)
+    console.print(
+        f"✅ {project.spec.pipeline}: {len(project.spec.steps)} steps, {len(project.spec.keys)} units of work, "
+        f"environments: {', '.join(project.config.environments)}"
+    )
+
+
+@app.command()
+def mark(
+    run_id: Annotated[int, typer.Argument(help="The run to mark in.")],
+    step: Annotated[str, typer.Argument(help="STEP or STEP[CONTEXT] (number or id).")],
+    succeeded: Annotated[bool, typer.Option("--succeeded", help="Record the step as succeeded.")] = False,
+    note: NoteOpt = None,
+    pipeline: PipelineOpt = None,
+    env: EnvOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Record a fix made outside flywheel, so that a resume continues past the step."""
+    from flywheel import api
+
+    if not succeeded:
+        raise UsageError(
+            "say what to record: --succeeded", fix=f'flywheel mark {run_id} {step} --succeeded --note "..."'
+        )
+    session = _session(pipeline, env, home, run_id)
+    event = api.mark_succeeded(session, run_id, step, note or "")
+    console.print(f"☑️  {event.key} marked succeeded in run {run_id}: {note}")
+    console.print(f"continue with:  flywheel resume {run_id}", style="bold cyan")
+
+
+def _mount_data_app() -> None:
+    try:
+        from flywheel.pipelines.db_refresh.data_cli import app as data_app
+    except ImportError:
+        return
+    app.add_typer(data_app, name="data", help="Sample data for the db-refresh pipeline.")
+
+
+_mount_data_app()
+
+
+def main() -> None:
+    try:
+        app()
+    except FlywheelError as exc:
+        err.print(f"error: {exc.message}", style="bold red", markup=False)
+        for line in exc.details:
+            err.print(f"  - {line}", markup=False)
+        if exc.fix:
+            err.print(f"fix: {exc.fix}", markup=False)
+        sys.exit(int(exc.exit_code))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(int(ExitCode.INTERRUPTED))

@@ -1,0 +1,64 @@
+"""The executor seam: how one attempt of one step is carried out (subprocess, thread, Glue job).
+
+Executors are small plug-ins; the runner owns retries, timeouts' bookkeeping and the journal.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from flywheel.invocation import StepInvocation
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Everything an executor needs to run one attempt."""
+
+    invocation: StepInvocation
+    log_path: Path
+    timeout: float | None = None
+    command: str | None = None
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    on_attached: Callable[[str], None] | None = None  # called with a backend run id before waiting
+
+
+@dataclass(frozen=True)
+class Outcome:
+    succeeded: bool
+    error_type: str | None = None
+    error_message: str | None = None
+    exit_code: int | None = None
+    outputs: tuple[Mapping[str, Any], ...] = ()
+    external_id: str | None = None
+    cancelled: bool = False
+    timed_out: bool = False
+    dpu_hours: float | None = None
+
+
+class Executor(Protocol):
+    name: str
+
+    def execute(self, attempt: Attempt, cancel: threading.Event) -> Outcome:
+        """Run the attempt to its end, or until `cancel` is set (then stop it and return cancelled)."""
+        ...
+
+
+def create_executor(name: str, **options: Any) -> Executor:
+    """Executors are imported lazily: `import flywheel` never imports boto3."""
+    if name == "subprocess":
+        from flywheel.executors.local import SubprocessExecutor
+
+        return SubprocessExecutor()
+    if name == "inprocess":
+        from flywheel.executors.local import InProcessExecutor
+
+        return InProcessExecutor()
+    if name == "glue":
+        from flywheel.executors.glue import GlueExecutor  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+        return GlueExecutor(**options)  # type: ignore[no-any-return,unused-ignore]
+    raise ValueError(f"unknown executor {name!r}")

@@ -1,0 +1,181 @@
+"""Local executors: a subprocess per attempt (the default), or a thread for light Python steps.
+
+The subprocess starts in its own session so that a timeout, Ctrl-C or SIGTERM stops the whole
+process group: nothing is left orphaned. A crash or a kill of the step is an outcome, never the
+runner's death.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from flywheel.executors.base import Attempt, Outcome
+
+_GRACE_SECONDS = 5.0
+_POLL_SECONDS = 0.2
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the step's process group, then SIGKILL what is left after a grace period."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(_GRACE_SECONDS)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _tail(path: Path, lines: int = 20) -> list[str]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 16384))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+class SubprocessExecutor:
+    name = "subprocess"
+
+    def execute(self, attempt: Attempt, cancel: threading.Event) -> Outcome:
+        inv = attempt.invocation
+        attempt.log_path.parent.mkdir(parents=True, exist_ok=True)
+        result_path = attempt.log_path.with_suffix(".result.json")
+        result_path.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env.update(
+            FLYWHEEL_RUN_ID=str(inv.run_id),
+            FLYWHEEL_STEP=inv.step,
+            FLYWHEEL_CONTEXT=inv.context or "",
+            FLYWHEEL_ATTEMPT=str(inv.attempt),
+            FLYWHEEL_PARAMS=json.dumps(dict(inv.params), default=str),
+        )
+        for name, value in inv.params.items():
+            if isinstance(value, str | int | float | bool):
+                env[f"FLYWHEEL_PARAM_{name.upper().replace('-', '_')}"] = str(value)
+        if attempt.command is not None:
+            argv = ["/bin/bash", "-c", attempt.command]
+            stdin_text = None
+        else:
+            argv = [sys.executable, "-m", "flywheel.entry"]
+            stdin_text = type(inv)(**{**inv.__dict__, "result_path": str(result_path)}).to_json()
+        started = time.monotonic()
+        with attempt.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+            if stdin_text is not None and process.stdin is not None:
+                try:
+                    process.stdin.write(stdin_text.encode())
+                    process.stdin.close()
+                except BrokenPipeError:
+                    pass
+            while True:
+                try:
+                    code = process.wait(_POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if cancel.is_set():
+                    _stop_group(process)
+                    return Outcome(
+                        succeeded=False,
+                        cancelled=True,
+                        exit_code=process.returncode,
+                        error_type="Interrupted",
+                        error_message="stopped by the operator",
+                    )
+                if attempt.timeout is not None and time.monotonic() - started > attempt.timeout:
+                    _stop_group(process)
+                    return Outcome(
+                        succeeded=False,
+                        timed_out=True,
+                        exit_code=process.returncode,
+                        error_type="Timeout",
+                        error_message=f"timed out after {attempt.timeout:g}s (raise it with --set "
+                        f"{inv.step}.timeout=...)",
+                    )
+        return self._outcome(code, result_path, attempt.log_path, attempt.command is not None)
+
+    @staticmethod
+    def _outcome(code: int, result_path: Path, log_path: Path, is_command: bool) -> Outcome:
+        body: dict[str, object] = {}
+        if result_path.exists():
+            try:
+                body = json.loads(result_path.read_text())
+            except (OSError, ValueError):
+                body = {}
+        if code == 0 and (is_command or body.get("ok")):
+            outputs = body.get("outputs") or []
+            return Outcome(succeeded=True, exit_code=0, outputs=tuple(outputs))  # type: ignore[arg-type]
+        if code < 0:
+            return Outcome(
+                succeeded=False,
+                exit_code=code,
+                error_type="Killed",
+                error_message=f"the step's process was killed by {_signal_name(code)}",
+            )
+        if body and not body.get("ok"):
+            return Outcome(
+                succeeded=False,
+                exit_code=code,
+                error_type=str(body.get("error_type") or "Error"),
+                error_message=str(body.get("error_message") or ""),
+            )
+        tail = _tail(log_path, 1)
+        return Outcome(
+            succeeded=False,
+            exit_code=code,
+            error_type="CommandFailed" if is_command else "Crashed",
+            error_message=f"exited with code {code}" + (f": {tail[-1]}" if tail else ""),
+        )
+
+
+class InProcessExecutor:
+    """Runs a Python job in a thread of the runner: no process start-up, no isolation.
+
+    For light steps only: a timeout cannot stop a thread, and a crash takes the runner with it.
+    """
+
+    name = "inprocess"
+
+    def execute(self, attempt: Attempt, cancel: threading.Event) -> Outcome:
+        from flywheel.entry import call_job
+
+        if attempt.command is not None:
+            return SubprocessExecutor().execute(attempt, cancel)
+        body = call_job(attempt.invocation)
+        if body["ok"]:
+            return Outcome(succeeded=True, exit_code=0, outputs=tuple(body.get("outputs") or ()))
+        return Outcome(
+            succeeded=False,
+            exit_code=1,
+            error_type=str(body["error_type"]),
+            error_message=str(body["error_message"]),
+        )

@@ -1,0 +1,353 @@
+"""Decide, for every `step[context]`, whether a run executes it, reuses earlier outputs, or skips it.
+
+`plan()` is pure: it reads a spec, a request and facts gathered beforehand (the source run's folded
+state, the latest success of each step, which outputs no longer verify, which steps are stale) and
+returns decisions with reasons a person can read. No SQLite, no clock, no subprocess here, so every
+rule is tested with hand-written and generated histories.
+
+The rules, in one place:
+- a fresh `run` executes everything, except `--skip-steps`, which reuse the latest success of that
+  step in the same pipeline and environment (refused when there is none, unless `--force`);
+- `resume` reuses what the source run finished (succeeded, reused or marked, outputs intact, not
+  stale) and reruns the rest plus everything downstream of a rerun;
+- `--from-step S` reruns S and its downstream, reusing the source run for the rest;
+- `--only S` reruns exactly S; its downstream is left not executed, never reused (its inputs change);
+- a step that runs needs each dependency to run or be reused, or the plan is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from flywheel.errors import PlanRefused, UsageError
+from flywheel.spec import PipelineSpec, StepKey
+from flywheel.state import RunState, StepStatus
+
+
+class Action(StrEnum):
+    RUN = "run"
+    REUSE = "reuse"
+    SKIP = "skip"
+
+
+class Mode(StrEnum):
+    RUN = "run"
+    RESUME = "resume"
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the operator asked for. The same model serves run, resume, sfn recover and the dashboard."""
+
+    mode: Mode = Mode.RUN
+    source_run: int | None = None
+    skip: tuple[str, ...] = ()
+    from_step: str | None = None
+    only: tuple[str, ...] = ()
+    force: bool = False
+    reuse_stale: bool = False
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["mode"] = self.mode.value
+        return body
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """A success that can be reused: which run really produced it, and what it cost then."""
+
+    produced_by: int
+    recorded_in: int
+    duration: float = 0.0
+    outputs: tuple[Mapping[str, Any], ...] = ()
+    fingerprint: str | None = None
+    dpu_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Facts the planner needs, gathered by the caller (journal reads, output verification)."""
+
+    source: RunState | None = None
+    latest: Mapping[StepKey, Provenance] = field(default_factory=dict)
+    invalid: Mapping[StepKey, str] = field(default_factory=dict)
+    stale: Mapping[StepKey, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    key: StepKey
+    action: Action
+    reason: str
+    source: Provenance | None = None
+    stale_kept: bool = False
+
+
+@dataclass(frozen=True)
+class TimeSaved:
+    """Wall-clock saved is the critical path through the reused steps; compute saved is their sum."""
+
+    wall_seconds: float
+    compute_seconds: float
+    dpu_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    request: PlanRequest
+    decisions: tuple[StepDecision, ...]
+
+    @property
+    def by_key(self) -> Mapping[StepKey, StepDecision]:
+        return {d.key: d for d in self.decisions}
+
+    def keys(self, action: Action) -> tuple[StepKey, ...]:
+        return tuple(d.key for d in self.decisions if d.action is action)
+
+    def time_saved(self, spec: PipelineSpec) -> TimeSaved:
+        reused = {d.key: d.source.duration for d in self.decisions if d.action is Action.REUSE and d.source}
+        longest: dict[StepKey, float] = {}
+        for key in spec.keys:  # topological order
+            if key in reused:
+                before = [longest[u] for u in spec.upstream_keys(key) if u in longest]
+                longest[key] = reused[key] + max(before, default=0.0)
+        dpus = [d.source.dpu_hours for d in self.decisions if d.action is Action.REUSE and d.source]
+        known = [x for x in dpus if x is not None]
+        return TimeSaved(
+            wall_seconds=max(longest.values(), default=0.0),
+            compute_seconds=sum(reused.values()),
+            dpu_hours=sum(known) if known else None,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# selectors: `1,2,3`, `1-3`, `"1, 2, 3"`, step ids, `step[context]`, `3[addressable_ids]`
+
+_RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
+
+
+def _valid_steps(spec: PipelineSpec) -> str:
+    return ", ".join(f"{s.number} ({s.id})" for s in sorted(spec.steps, key=lambda s: s.number))
+
+
+def parse_selectors(spec: PipelineSpec, texts: Iterable[str], *, flag: str) -> tuple[StepKey, ...]:
+    """Turn what an operator typed into step keys, or refuse with every problem named.
+
+    Never guesses: an unknown number, id or context is an error listing the valid ones.
+    """
+    keys: list[StepKey] = []
+    problems: list[str] = []
+    tokens = [t.strip() for text in texts for t in re.split(r"[,\s]+(?![^\[]*\])", text) if t.strip()]
+    for token in tokens:
+        context: str | None = None
+        base = token
+        if token.endswith("]") and "[" in token:
+            base, _, context = token[:-1].partition("[")
+            base, context = base.strip(), context.strip()
+        steps: list[str] = []
+        if base.isdigit():
+            number = int(base)
+            if number in spec.by_number:
+                steps = [spec.by_number[number].id]
+            else:
+                problems.append(f"{flag}: there is no step {number}")
+        elif match := _RANGE.match(base):
+            low, high = int(match.group(1)), int(match.group(2))
+            missing = [n for n in range(low, high + 1) if n not in spec.by_number]
+            if low > high or missing:
+                problems.append(f"{flag}: range {base} is not within steps 1-{len(spec.steps)}")
+            else:
+                steps = [spec.by_number[n].id for n in range(low, high + 1)]
+        elif base in spec.by_id:
+            steps = [base]
+        else:
+            problems.append(f"{flag}: unknown step {base!r}")
+        for step_id in steps:
+            step = spec.by_id[step_id]
+            if context is None:
+                keys.extend(step.keys)
+            elif context in step.contexts:
+                keys.append(StepKey(step_id, context))
+            else:
+                valid = ", ".join(step.contexts) or "(this step has no contexts)"
+                problems.append(f"{flag}: step {step_id!r} has no context {context!r}; its contexts: {valid}")
+    if problems:
+        raise UsageError(
+            problems[0] if len(problems) == 1 else f"{len(problems)} problems in {flag}",
+            details=tuple(problems) if len(problems) > 1 else (),
+            fix=f"valid steps: {_valid_steps(spec)}; write e.g. {flag}=1,2,3 or {flag}=1-3",
+        )
+    if not keys and tokens == []:
+        raise UsageError(f"{flag} is empty", fix=f"name steps, e.g. {flag}=1,2,3")
+    return tuple(dict.fromkeys(keys))
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def _from_source(state: RunState | None, key: StepKey) -> Provenance | None:
+    if state is None:
+        return None
+    step = state.step(key)
+    if not step.status.done:
+        return None
+    return Provenance(
+        produced_by=step.produced_by or state.run_id,
+        recorded_in=state.run_id,
+        duration=step.duration or 0.0,
+        outputs=step.outputs,
+        fingerprint=step.fingerprint,
+        dpu_hours=step.dpu_hours,
+    )
+
+
+def _why_not_done(state: RunState, key: StepKey) -> str:
+    step = state.step(key)
+    run = f"run {state.run_id}"
+    match step.status:
+        case StepStatus.FAILED:
+            return f"failed in {run}" + (f": {step.error_type}" if step.error_type else "")
+        case StepStatus.INTERRUPTED | StepStatus.RUNNING:
+            return f"interrupted in {run}"
+        case StepStatus.SKIPPED:
+            return f"not executed in {run}"
+        case _:
+            return f"never started in {run}"
+
+
+def _descendants(spec: PipelineSpec, roots: Iterable[StepKey]) -> set[StepKey]:
+    out: set[StepKey] = set()
+    frontier = list(dict.fromkeys(k.step for k in roots))
+    seen_steps: set[str] = set()
+    while frontier:
+        step_id = frontier.pop()
+        for child in spec.downstream_steps.get(step_id, ()):
+            if child not in seen_steps:
+                seen_steps.add(child)
+                out.update(spec.by_id[child].keys)
+                frontier.append(child)
+    return out
+
+
+def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
+    """Decide every key's action; raise `PlanRefused` (listing every problem) for an unsafe request."""
+    source = inputs.source
+    if request.mode is Mode.RESUME and source is None:
+        raise UsageError("resume needs a run to resume", fix="name a run id, or start with `flywheel run`")
+    skip = set(parse_selectors(spec, request.skip, flag="--skip-steps")) if request.skip else set()
+    only = set(parse_selectors(spec, request.only, flag="--only")) if request.only else set()
+    start = set(parse_selectors(spec, [request.from_step], flag="--from-step")) if request.from_step else set()
+    if only and start:
+        raise UsageError("--only and --from-step cannot be combined", fix="use one of them")
+
+    reasons: dict[StepKey, str] = {}
+    reusable: dict[StepKey, Provenance] = {}
+    for key in spec.keys:
+        found = _from_source(source, key)
+        if found is not None and key in inputs.invalid:
+            reasons[key] = f"outputs from run {found.produced_by} no longer verify: {inputs.invalid[key]}"
+            found = None
+        elif found is not None and key in inputs.stale and not request.reuse_stale:
+            reasons[key] = f"stale since run {found.produced_by}: {inputs.stale[key]}"
+            found = None
+        if found is not None:
+            reusable[key] = found
+
+    # 1. which keys were asked to run
+    selected: set[StepKey]
+    if only:
+        selected = set(only)
+        for key in only:
+            reasons[key] = "selected by --only"
+    elif start:
+        selected = start | _descendants(spec, start)
+        for key in selected:
+            reasons[key] = "selected by --from-step" if key in start else f"downstream of {request.from_step}"
+    elif request.mode is Mode.RESUME:
+        assert source is not None
+        selected = {k for k in spec.keys if k not in reusable}
+        for key in selected:
+            reasons.setdefault(key, _why_not_done(source, key))
+    else:
+        selected = set(spec.keys)
+        for key in selected:
+            reasons[key] = "fresh run"
+    selected -= skip
+
+    # 2. whatever is downstream of a rerun step must rerun too (only --only leaves it unexecuted)
+    decisions: dict[StepKey, StepDecision] = {}
+    problems: list[str] = []
+    running: set[StepKey] = set()
+    for key in spec.keys:
+        upstream_running = [u for u in spec.upstream_keys(key) if u in running]
+        if key in selected or (upstream_running and not only and key not in skip):
+            if key not in selected:
+                reasons[key] = f"upstream {upstream_running[0]} reruns"
+            running.add(key)
+            decisions[key] = StepDecision(key, Action.RUN, reasons[key])
+            continue
+        if key in skip:
+            found = reusable.get(key) if source is not None else None
+            found = found or inputs.latest.get(key)
+            if found is not None and key in inputs.invalid:
+                found = None
+            if upstream_running and not request.force:
+                problems.append(
+                    f"cannot skip {key}: its upstream {upstream_running[0]} runs in this plan, so the "
+                    f"outputs it would reuse are out of date (skip {upstream_running[0]} too, or --force)"
+                )
+            if found is not None:
+                decisions[key] = StepDecision(
+                    key, Action.REUSE, f"skipped by --skip-steps; reusing run {found.produced_by}", found
+                )
+            elif request.force:
+                decisions[key] = StepDecision(key, Action.SKIP, "skipped by --skip-steps with --force (no source)")
+            else:
+                problems.append(
+                    f"cannot skip {key}: no successful run of it in this pipeline and environment to reuse "
+                    "(run it, or add --force to skip it without a source)"
+                )
+            continue
+        if upstream_running:  # --only: downstream of a rerun must not reuse old outputs
+            decisions[key] = StepDecision(
+                key,
+                Action.SKIP,
+                f"not selected; upstream {upstream_running[0]} reruns, so its old outputs are stale",
+            )
+            continue
+        found = reusable.get(key)
+        if found is not None:
+            text = f"succeeded in run {found.produced_by}"
+            if found.recorded_in != found.produced_by:
+                text += f" (reused by run {found.recorded_in})"
+            if key in inputs.stale:
+                text += f"; stale ({inputs.stale[key]}) but kept by --reuse-stale"
+            decisions[key] = StepDecision(key, Action.REUSE, text, found, stale_kept=key in inputs.stale)
+        else:
+            decisions[key] = StepDecision(key, Action.SKIP, reasons.get(key, "not selected"))
+
+    # 3. a key that runs needs every dependency run or reused
+    for key in spec.keys:
+        if decisions[key].action is not Action.RUN:
+            continue
+        for up in spec.upstream_keys(key):
+            dep = decisions[up]
+            if dep.action is Action.SKIP and not request.force:
+                problems.append(
+                    f"cannot run {key}: its dependency {up} neither runs nor has a success to reuse ({dep.reason})"
+                )
+    if problems:
+        unique = tuple(dict.fromkeys(problems))
+        raise PlanRefused(
+            unique[0] if len(unique) == 1 else f"the request cannot be planned safely ({len(unique)} problems)",
+            details=unique if len(unique) > 1 else (),
+            fix="adjust the selection; `flywheel steps` lists the steps and `flywheel status` what finished",
+        )
+    return Plan(request=request, decisions=tuple(decisions[k] for k in spec.keys))

@@ -1,0 +1,298 @@
+"""Carry out a plan: independent steps and contexts in parallel, retries with backoff, timeouts,
+and a clean stop on Ctrl-C or SIGTERM. Every fact goes to the journal before anyone is told about it.
+
+The runner never dies with a step: a crash, a kill or a timeout of a step is a failed attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flywheel.events import (
+    ContextsResolved,
+    Event,
+    NotifierFailed,
+    RunFinished,
+    RunInterrupted,
+    RunOutcome,
+    RunStarted,
+    StepAttached,
+    StepFailed,
+    StepReused,
+    StepSkipped,
+    StepStarted,
+    StepSucceeded,
+)
+from flywheel.executors.base import Attempt, Executor, Outcome
+from flywheel.invocation import StepInvocation
+from flywheel.journal import Journal
+from flywheel.params import resolve_outputs, resolve_params
+from flywheel.planner import Action, Plan
+from flywheel.spec import EnvironmentSpec, PipelineSpec, StepKey
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """One-run resource overrides from `--set STEP.timeout=...` (never part of a fingerprint)."""
+
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+    resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+class Fingerprinter:
+    """Hooks for what a step depends on and what it produced; the default records nothing."""
+
+    def step_fingerprint(self, key: StepKey, params: Mapping[str, Any]) -> str | None:
+        return None
+
+    def output_records(
+        self,
+        key: StepKey,
+        declared: Sequence[str],
+        reported: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+    ) -> tuple[Mapping[str, Any], ...]:
+        return tuple({"uri": uri} for uri in declared) + tuple(reported)
+
+
+@dataclass
+class Runner:
+    spec: PipelineSpec
+    env_name: str
+    env: EnvironmentSpec
+    home: Path
+    journal: Journal
+    executor: Executor
+    observers: Sequence[Observer] = ()
+    fingerprinter: Fingerprinter = field(default_factory=Fingerprinter)
+    overrides: Overrides = field(default_factory=Overrides)
+    max_parallel: int | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    _sleep: Callable[[float], bool] | None = None
+
+    def emit(self, *events: Event) -> None:
+        """Journal first, then observers; a failing observer is journaled and never fails the run."""
+        self.journal.append(*events)
+        for event in events:
+            for observer in self.observers:
+                try:
+                    observer(event)
+                except Exception as exc:  # observers are plug-ins: never let one break a run
+                    name = getattr(observer, "name", type(observer).__name__)
+                    log.warning("notifier %s failed: %s", name, exc)
+                    if not isinstance(event, NotifierFailed):
+                        self.journal.append(
+                            NotifierFailed(run_id=event.run_id, at=time.time(), notifier=str(name), error=str(exc))
+                        )
+
+    def execute(self, plan: Plan, started: RunStarted) -> RunOutcome | None:
+        """Run the plan under `started.run_id`; return the outcome, or None when interrupted."""
+        run_id = started.run_id
+        now = time.time()
+        first: list[Event] = [started]
+        first += [
+            ContextsResolved(run_id=run_id, at=now, step=s.id, contexts=tuple(s.contexts))
+            for s in self.spec.steps
+            if s.contexts
+        ]
+        for decision in plan.decisions:
+            key = decision.key
+            if decision.action is Action.REUSE and decision.source is not None:
+                src = decision.source
+                first.append(
+                    StepReused(
+                        run_id=run_id,
+                        at=now,
+                        step=key.step,
+                        context=key.context,
+                        source_run=src.produced_by,
+                        reason=decision.reason,
+                        duration=src.duration,
+                        outputs=src.outputs,
+                        fingerprint=src.fingerprint,
+                        stale_kept=decision.stale_kept,
+                        dpu_hours=src.dpu_hours,
+                    )
+                )
+            elif decision.action is Action.SKIP:
+                first.append(
+                    StepSkipped(
+                        run_id=run_id,
+                        at=now,
+                        step=key.step,
+                        context=key.context,
+                        reason=decision.reason,
+                        forced=plan.request.force,
+                    )
+                )
+        self.emit(*first)
+        return self._schedule(plan, run_id)
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def _schedule(self, plan: Plan, run_id: int) -> RunOutcome | None:
+        to_run = list(plan.keys(Action.RUN))
+        pending = set(to_run)
+        succeeded: set[StepKey] = set()
+        failed: set[StepKey] = set()
+        blocked: set[StepKey] = set()
+        limit = self.max_parallel or self.env.max_parallel
+        running: dict[Future[Outcome | None], StepKey] = {}
+        with ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="flywheel-step") as pool:
+            while pending or running:
+                if not self.cancel.is_set():
+                    for key in to_run:
+                        if key not in pending or len(running) >= limit:
+                            continue
+                        ups = [u for u in self.spec.upstream_keys(key) if u in pending or u in running.values()]
+                        bad = [u for u in self.spec.upstream_keys(key) if u in failed or u in blocked]
+                        if bad:
+                            pending.discard(key)
+                            blocked.add(key)
+                        elif not ups:
+                            pending.discard(key)
+                            running[pool.submit(self._run_key, key, run_id)] = key
+                if not running:
+                    break
+                done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
+                for future in done:
+                    key = running.pop(future)
+                    outcome = future.result()
+                    if outcome is not None and outcome.succeeded:
+                        succeeded.add(key)
+                    elif outcome is not None:
+                        failed.add(key)
+                if self.cancel.is_set() and not running:
+                    break
+        if self.cancel.is_set():
+            self.emit(RunInterrupted(run_id=run_id, at=time.time(), reason="stopped by signal"))
+            return None
+        result = RunOutcome.SUCCEEDED if not failed and not blocked else RunOutcome.FAILED
+        self.emit(RunFinished(run_id=run_id, at=time.time(), outcome=result))
+        return result
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep between attempts; False when cancelled meanwhile."""
+        if self._sleep is not None:
+            return self._sleep(seconds)
+        return not self.cancel.wait(seconds)
+
+    def _run_key(self, key: StepKey, run_id: int) -> Outcome | None:
+        step = self.spec.step(key.step)
+        params = resolve_params(self.spec, key, self.env_name, self.env, str(self.home))
+        resources = dict(step.resources.model_dump(exclude_none=True))
+        resources.update(self.overrides.resources.get(step.id, {}))
+        if "memory" in resources:
+            params["memory_limit"] = resources["memory"]
+        if "threads" in resources:
+            params["threads"] = resources["threads"]
+        timeout = self.overrides.timeouts.get(step.id, step.timeout)
+        fingerprint = self.fingerprinter.step_fingerprint(key, params)
+        declared = resolve_outputs(self.spec, key, params)
+        policy = step.retry
+        outcome: Outcome | None = None
+        for attempt_no in range(1, policy.attempts + 1):
+            if self.cancel.is_set():
+                return None
+            log_path = self.home / "logs" / f"run-{run_id}" / f"{key}.attempt-{attempt_no}.log"
+            invocation = StepInvocation(
+                pipeline=self.spec.pipeline,
+                step=key.step,
+                context=key.context,
+                run_id=run_id,
+                attempt=attempt_no,
+                env=self.env_name,
+                job=step.job or "",
+                params=params,
+            )
+            began = time.time()
+            self.emit(
+                StepStarted(
+                    run_id=run_id,
+                    at=began,
+                    step=key.step,
+                    context=key.context,
+                    attempt=attempt_no,
+                    log_path=str(log_path),
+                    fingerprint=fingerprint,
+                )
+            )
+
+            def attached(external_id: str, _attempt: int = attempt_no) -> None:
+                self.emit(
+                    StepAttached(
+                        run_id=run_id,
+                        at=time.time(),
+                        step=key.step,
+                        context=key.context,
+                        attempt=_attempt,
+                        external_id=external_id,
+                    )
+                )
+
+            outcome = self.executor.execute(
+                Attempt(
+                    invocation=invocation,
+                    log_path=log_path,
+                    timeout=timeout,
+                    command=step.command,
+                    resources=resources,
+                    on_attached=attached,
+                ),
+                self.cancel,
+            )
+            ended = time.time()
+            if outcome.cancelled:
+                return None  # the run-level interruption event closes it; the step stays interrupted
+            if outcome.succeeded:
+                records = self.fingerprinter.output_records(key, declared, outcome.outputs, params)
+                self.emit(
+                    StepSucceeded(
+                        run_id=run_id,
+                        at=ended,
+                        step=key.step,
+                        context=key.context,
+                        attempt=attempt_no,
+                        started_at=began,
+                        duration=ended - began,
+                        outputs=records,
+                        fingerprint=fingerprint,
+                        dpu_hours=outcome.dpu_hours,
+                    )
+                )
+                return outcome
+            retry = attempt_no < policy.attempts and not self.cancel.is_set()
+            self.emit(
+                StepFailed(
+                    run_id=run_id,
+                    at=ended,
+                    step=key.step,
+                    context=key.context,
+                    attempt=attempt_no,
+                    started_at=began,
+                    duration=ended - began,
+                    error_type=outcome.error_type or "Error",
+                    error_message=outcome.error_message or "",
+                    exit_code=outcome.exit_code,
+                    will_retry=retry,
+                )
+            )
+            if not retry:
+                break
+            delay = policy.backoff_seconds * policy.backoff_multiplier ** (attempt_no - 1)
+            delay *= 1 + random.uniform(-policy.jitter, policy.jitter)
+            if not self._wait(max(0.0, delay)):
+                return None
+        return outcome

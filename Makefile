@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: demo test lint typecheck unit e2e test-slow bench sync clean
+.PHONY: demo test lint typecheck unit e2e test-slow bench sync clean browser
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -46,6 +46,12 @@ test-slow: sync
 
 bench: sync
 	$(RUN) python bench/run_all.py
+
+# Headless Chromium for the browser tests (Debian's package; Playwright drives it, never downloads one).
+browser:
+	@test -x /usr/bin/chromium || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

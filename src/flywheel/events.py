@@ -27,6 +27,7 @@ class EventKind(StrEnum):
     RUN_FINISHED = "run_finished"
     RUN_INTERRUPTED = "run_interrupted"
     NOTIFIER_FAILED = "notifier_failed"
+    INCIDENT_NOTED = "incident_noted"
 
 
 class RunOutcome(StrEnum):
@@ -180,6 +181,21 @@ class NotifierFailed(Event):
     error: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class IncidentNoted(Event):
+    """An operator's finding on the incident opened by this run: the root cause and the fix applied.
+
+    Appended to the incident's own (failed) run, so the failure and what was learnt from it stay one
+    history; `category` (one of the `CauseRule` causes) overrides the classified cause when given.
+    """
+
+    kind: ClassVar[EventKind] = EventKind.INCIDENT_NOTED
+    cause: str = ""
+    fix: str = ""
+    category: str | None = None
+    user: str = ""
+
+
 EVENT_TYPES: Mapping[EventKind, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -195,6 +211,7 @@ EVENT_TYPES: Mapping[EventKind, type[Event]] = {
         RunFinished,
         RunInterrupted,
         NotifierFailed,
+        IncidentNoted,
     )
 }
 

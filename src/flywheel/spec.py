@@ -191,14 +191,27 @@ class AwsSettings(_Frozen):
 
 
 class NotifierSpec(_Frozen):
+    """One notification channel of an environment. Secrets are never written here: `url_env` and
+    `password_env` name the environment variables that hold them."""
+
     kind: Literal["webhook", "email", "sns"]
+    name: str | None = None
     url_env: str | None = None
     smtp_host: str | None = None
     smtp_port: int | None = None
+    smtp_user: str | None = None
+    starttls: bool = False
     sender: str | None = None
     recipients: tuple[str, ...] = ()
     password_env: str | None = None
     topic_arn: str | None = None
+    on: tuple[Literal["failed", "recovered", "overdue", "interrupted"], ...] = (
+        "failed",
+        "recovered",
+        "overdue",
+        "interrupted",
+    )
+    timeout: float = Field(default=10.0, gt=0, le=120)
 
 
 class EnvironmentSpec(_Frozen):

@@ -23,7 +23,7 @@ from flywheel.events import Event, RunOutcome, RunStarted, StepMarked
 from flywheel.executors.base import Executor, create_executor
 from flywheel.journal import Journal, open_journal
 from flywheel.lock import RunLock, current_identity
-from flywheel.planner import Action, Mode, Plan, PlanInputs, PlanRequest, Provenance, TimeSaved, plan
+from flywheel.planner import Action, Mode, Plan, PlanInputs, PlanRequest, Provenance, TimeSaved, check_request, plan
 from flywheel.runner import Fingerprinter, Observer, Overrides, Runner
 from flywheel.spec import Project, StepKey, load_project
 from flywheel.state import RunState, RunStatus, StepStatus, as_crashed, as_running, fold
@@ -167,6 +167,7 @@ def prepare(
     gather: PlanInputsHook = gather_inputs,
 ) -> PlannedRun:
     """Find the source run, gather facts and plan. The same plan a dry run prints is what runs."""
+    check_request(session.spec, request)
     source: RunState | None = None
     if request.source_run is not None:
         row = journal.run(request.source_run)

@@ -28,8 +28,8 @@ error · 130 interrupted.
 """
 
 app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 PipelineOpt = Annotated[
     str | None, typer.Option("--pipeline", "-p", help="Pipeline name or path (default: db-refresh).")

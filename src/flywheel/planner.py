@@ -236,6 +236,17 @@ def _descendants(spec: PipelineSpec, roots: Iterable[StepKey]) -> set[StepKey]:
     return out
 
 
+def check_request(spec: PipelineSpec, request: PlanRequest) -> None:
+    """Reject a malformed selection before anything is looked up or run."""
+    for flag, values in (("--skip-steps", request.skip), ("--only", request.only)):
+        if values:
+            parse_selectors(spec, values, flag=flag)
+    if request.from_step:
+        parse_selectors(spec, [request.from_step], flag="--from-step")
+    if request.only and request.from_step:
+        raise UsageError("--only and --from-step cannot be combined", fix="use one of them")
+
+
 def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
     """Decide every key's action; raise `PlanRefused` (listing every problem) for an unsafe request."""
     source = inputs.source
@@ -284,6 +295,7 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
     # 2. whatever is downstream of a rerun step must rerun too (only --only leaves it unexecuted)
     decisions: dict[StepKey, StepDecision] = {}
     problems: list[str] = []
+    refused: set[StepKey] = set()
     running: set[StepKey] = set()
     for key in spec.keys:
         upstream_running = [u for u in spec.upstream_keys(key) if u in running]
@@ -310,6 +322,8 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
             elif request.force:
                 decisions[key] = StepDecision(key, Action.SKIP, "skipped by --skip-steps with --force (no source)")
             else:
+                refused.add(key)
+                decisions[key] = StepDecision(key, Action.SKIP, "refused: nothing to reuse")
                 problems.append(
                     f"cannot skip {key}: no successful run of it in this pipeline and environment to reuse "
                     "(run it, or add --force to skip it without a source)"
@@ -339,7 +353,7 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
             continue
         for up in spec.upstream_keys(key):
             dep = decisions[up]
-            if dep.action is Action.SKIP and not request.force:
+            if dep.action is Action.SKIP and up not in refused and not request.force:
                 problems.append(
                     f"cannot run {key}: its dependency {up} neither runs nor has a success to reuse ({dep.reason})"
                 )

@@ -354,7 +354,9 @@ def _validate_graph(spec: PipelineSpec) -> Iterator[tuple[str, str]]:
 
 
 def _find_cycle(spec: PipelineSpec) -> list[str] | None:
-    deps = {s.id: [d for d in s.depends_on if d in spec.by_id] for s in spec.steps}
+    deps: dict[str, list[str]] = {}
+    for s in spec.steps:  # the first definition of a duplicated id counts
+        deps.setdefault(s.id, [d for d in s.depends_on if d in spec.by_id])
     colour: dict[str, int] = {}
     stack: list[str] = []
 

@@ -1,0 +1,283 @@
+"""Real tiny pipelines, real subprocesses, a real journal: fail, resume, and nothing finished runs twice.
+
+Each step records its execution in a file and writes an output hashed from its inputs' outputs, so a
+resumed run must end with exactly the outputs of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flywheel import api
+from flywheel.planner import Mode, PlanRequest
+from flywheel.state import RunStatus, StepStatus
+from tests.conftest import REPO, SHAPES, Sandbox, step
+
+pytestmark = pytest.mark.e2e
+
+FAILURE_POINTS = {
+    "linear": ["b"],
+    "diamond": ["c", "d"],
+    "parallel-pair": ["b"],
+    "fan-out": ["b[y]"],
+    "fan-out-join": ["c[x]", "d"],
+}
+
+
+def reference_outputs(tmp_path: Path, shape: str) -> dict[str, str]:
+    """What an uninterrupted run produces (the oracle), in a separate home."""
+    other = Sandbox(root=tmp_path / "ref-project", home=tmp_path / "ref-home")
+    other.root.mkdir()
+    other.write(SHAPES[shape])
+    session = api.open_session(str(other.pipeline), home=other.home)
+    result = api.execute(session, PlanRequest())
+    assert result.state.status is RunStatus.SUCCEEDED
+    return other.outputs()
+
+
+@pytest.mark.parametrize(
+    ("shape", "failing"), [(shape, key) for shape, keys in FAILURE_POINTS.items() for key in keys]
+)
+def test_resume_after_a_failure_finishes_the_run_without_rerunning_finished_work(
+    sandbox: Sandbox, tmp_path: Path, shape: str, failing: str
+) -> None:
+    sandbox.write(SHAPES[shape])
+    session = api.open_session(str(sandbox.pipeline))
+    sandbox.fail(failing, "the source file is missing")
+
+    first = api.execute(session, PlanRequest())
+    assert first.state.status is RunStatus.FAILED
+    failed = [str(k) for k in first.state.failed_keys]
+    assert failed == [failing]
+    finished_first = {str(k) for k, s in first.state.steps.items() if s.status is StepStatus.SUCCEEDED}
+
+    sandbox.fix(failing)
+    second = api.execute(session, PlanRequest(mode=Mode.RESUME))
+    assert second.state.status is RunStatus.SUCCEEDED
+    assert second.state.started is not None and second.state.started.parent_run == first.run_id
+
+    rerun = set(sandbox.executed_in(second.run_id))
+    assert not (rerun & finished_first), "a step that had succeeded ran again"
+    assert failing in rerun
+    assert {str(k) for k in session.spec.keys} == finished_first | rerun
+    assert sandbox.outputs() == reference_outputs(tmp_path, shape)
+
+
+def test_a_resume_of_a_resume_still_knows_where_outputs_came_from(sandbox: Sandbox) -> None:
+    sandbox.write(SHAPES["fan-out-join"])
+    session = api.open_session(str(sandbox.pipeline))
+    sandbox.fail("c[y]")
+    first = api.execute(session, PlanRequest())
+    sandbox.fix("c[y]")
+    sandbox.fail("e")
+    second = api.execute(session, PlanRequest(mode=Mode.RESUME))
+    sandbox.fix("e")
+    third = api.execute(session, PlanRequest(mode=Mode.RESUME))
+
+    assert third.state.status is RunStatus.SUCCEEDED
+    produced = {str(k): s.produced_by for k, s in third.state.steps.items()}
+    assert produced == {
+        "a": first.run_id,
+        "b": first.run_id,
+        "c[x]": first.run_id,
+        "c[y]": second.run_id,
+        "d": second.run_id,
+        "e": third.run_id,
+    }
+    assert third.state.started is not None
+    assert third.state.started.root_run == first.run_id and third.state.started.parent_run == second.run_id
+
+
+def test_retries_with_backoff_then_success(sandbox: Sandbox) -> None:
+    flaky = step("a", 1, retry={"attempts": 3, "backoff_seconds": 0.05, "jitter": 0})
+    flaky["command"] = 'n=$(cat "$FLYWHEEL_HOME/n" 2>/dev/null || echo 0); echo $((n+1)) > "$FLYWHEEL_HOME/n"; [ $n -ge 2 ]'
+    del flaky["job"]
+    sandbox.write([flaky])
+    result = api.execute(api.open_session(str(sandbox.pipeline)), PlanRequest())
+    assert result.state.status is RunStatus.SUCCEEDED
+    assert result.state.step(result.planned.plan.decisions[0].key).attempts == 3
+
+
+def test_a_step_that_times_out_fails_and_leaves_no_process_behind(sandbox: Sandbox) -> None:
+    slow = step("a", 1, timeout=0.5)
+    slow["command"] = 'echo $$ > "$FLYWHEEL_HOME/pid"; sleep 30'
+    del slow["job"]
+    sandbox.write([slow])
+    started = time.monotonic()
+    result = api.execute(api.open_session(str(sandbox.pipeline)), PlanRequest())
+    assert time.monotonic() - started < 15
+    a = result.state.step(result.planned.plan.decisions[0].key)
+    assert a.status is StepStatus.FAILED and a.error_type == "Timeout"
+    pid = int((sandbox.home / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_step_that_crashes_or_is_killed_is_a_failed_step_not_a_dead_runner(sandbox: Sandbox) -> None:
+    killed = step("a", 1)
+    killed["command"] = "kill -9 $$"
+    del killed["job"]
+    crashed = step("b", 2)
+    crashed["command"] = "exit 7"
+    del crashed["job"]
+    sandbox.write([killed, crashed])
+    result = api.execute(api.open_session(str(sandbox.pipeline)), PlanRequest())
+    a, b = (result.state.step(d.key) for d in result.planned.plan.decisions)
+    assert (a.status, a.error_type, a.exit_code) == (StepStatus.FAILED, "Killed", -9)
+    assert "SIGKILL" in (a.error_message or "")
+    assert (b.status, b.exit_code) == (StepStatus.FAILED, 7)
+
+
+def test_independent_work_goes_on_when_a_branch_fails(sandbox: Sandbox) -> None:
+    sandbox.write(SHAPES["diamond"])
+    sandbox.fail("b")
+    result = api.execute(api.open_session(str(sandbox.pipeline)), PlanRequest())
+    statuses = {str(k): s.status.value for k, s in result.state.steps.items()}
+    assert statuses == {"a": "succeeded", "b": "failed", "c": "succeeded"}
+    assert "d" not in sandbox.executed_in(result.run_id)
+
+
+# -- the CLI, in a subprocess, as an operator types it -------------------------------------------
+
+
+def test_operator_story_fail_status_dry_run_resume(sandbox: Sandbox) -> None:
+    sandbox.write(SHAPES["fan-out-join"])
+    sandbox.fail("d", "SchemaMappingError: invalid match key type EMAIL")
+
+    run = sandbox.cli("run", "pipeline.yaml")
+    assert run.returncode == 1, run.stderr
+    status = sandbox.cli("status", "-p", "pipeline.yaml")
+    assert status.returncode == 0
+    assert "❌" in status.stdout and "invalid match key type EMAIL" in status.stdout
+    assert "flywheel resume 1" in status.stdout
+
+    dry = sandbox.cli("resume", "--dry-run", "--json", "-p", "pipeline.yaml")
+    plan = json.loads(dry.stdout)
+    assert plan["to_run"] == ["d", "e"]
+    assert [d["action"] for d in plan["decisions"]] == ["reuse", "reuse", "reuse", "reuse", "run", "run"]
+    assert sandbox.executed_in(2) == []  # a dry run runs nothing
+
+    sandbox.fix("d")
+    resumed = sandbox.cli("resume", "1")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert sandbox.executed_in(2) == ["d", "e"]
+    assert "reused from run 1" in resumed.stdout
+
+    runs = sandbox.cli("runs", "--json", "-p", "pipeline.yaml")
+    assert [(r["run_id"], r["status"], r["parent_run"]) for r in json.loads(runs.stdout)] == [
+        (2, "succeeded", 1),
+        (1, "failed", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--skip-steps", "1,2,9"], "there is no step 9"),
+        (["--skip-steps", "1 2"], "no successful run"),
+        (["--skip-steps", "1", "2"], "looks like step numbers"),
+        (["--only", "c[q]"], "has no context 'q'"),
+        (["--env", "staging"], "unknown environment 'staging'"),
+        (["--set", "a.timeout"], "is not STEP.SETTING=VALUE"),
+    ],
+)
+def test_bad_input_is_a_clear_error_with_exit_2_and_no_traceback(
+    sandbox: Sandbox, args: list[str], message: str
+) -> None:
+    sandbox.write(SHAPES["fan-out-join"])
+    typed_without_pipeline = args == ["--skip-steps", "1", "2"]
+    result = sandbox.cli("run", *args) if typed_without_pipeline else sandbox.cli("run", "pipeline.yaml", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "fix:" in result.stderr or "Usage" in result.stderr
+    assert sandbox.executions() == []
+
+
+def test_skip_steps_typed_with_spaces_or_ranges_reuses_the_latest_success(sandbox: Sandbox) -> None:
+    sandbox.write(SHAPES["linear"])
+    sandbox.cli("run", "pipeline.yaml", check=True)
+    result = sandbox.cli("run", "pipeline.yaml", "--skip-steps=1, 2")
+    assert result.returncode == 0, result.stderr
+    assert sandbox.executed_in(2) == ["c"]
+    status = sandbox.cli("status", "2", "--json")
+    steps = {s["key"]: s for s in json.loads(status.stdout)["steps"]}
+    assert steps["a"]["status"] == "reused" and steps["a"]["reused_from"] == 1
+
+
+def test_ctrl_c_stops_cleanly_marks_the_run_interrupted_and_resume_finishes_it(sandbox: Sandbox) -> None:
+    sandbox.write([step("a", 1), step("b", 2, ["a"], params={"inputs": ["a"], "sleep": 30})])
+    env = {**os.environ, "FLYWHEEL_HOME": str(sandbox.home), "PYTHONPATH": str(REPO)}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "flywheel", "run", "pipeline.yaml"],
+        cwd=sandbox.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while "b" not in {k for _, k in sandbox.executions()} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.send_signal(signal.SIGINT)
+    out, err = runner.communicate(timeout=30)
+    assert runner.returncode == 130, out + err
+    assert "Traceback" not in err
+    status = json.loads(sandbox.cli("status", "1", "--json").stdout)
+    assert status["status"] == "interrupted"
+    assert {s["key"]: s["status"] for s in status["steps"]} == {"a": "succeeded", "b": "interrupted"}
+    leftover = subprocess.run(["pgrep", "-f", "tests.support.jobs"], capture_output=True, text=True)
+    assert str(runner.pid) not in leftover.stdout
+
+    resumed = sandbox.cli("resume", "--dry-run", "--json", "-p", "pipeline.yaml")
+    assert json.loads(resumed.stdout)["to_run"] == ["b"]
+
+
+def test_validate_reports_every_problem_with_its_location(sandbox: Sandbox) -> None:
+    sandbox.write(
+        [
+            step("a", 1, ["c"]),
+            step("b", 1, ["ghost"]),
+            step("c", 3, ["a"], contexts=["ok", "Bad Name"]),
+            {**step("d", 4), "executor": "kubernetes"},
+            {**step("a", 5)},
+        ]
+    )
+    result = sandbox.cli("validate", "pipeline.yaml")
+    assert result.returncode == 2
+    problems = result.stderr
+    for expected in (
+        "duplicate number 1",
+        "unknown dependency 'ghost'",
+        "context name 'Bad Name'",
+        "unknown executor 'kubernetes'",
+        "duplicate step id 'a'",
+        "dependency cycle: a -> c -> a",
+        "pipeline.yaml:",
+    ):
+        assert expected in problems, f"{expected!r} missing from:\n{problems}"
+    assert "Traceback" not in problems
+
+
+def test_one_runner_per_pipeline_and_env_the_second_is_refused_naming_the_holder(sandbox: Sandbox) -> None:
+    sandbox.write([step("a", 1, params={"inputs": [], "sleep": 20})])
+    env = {**os.environ, "FLYWHEEL_HOME": str(sandbox.home), "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "flywheel", "run", "pipeline.yaml"],
+        cwd=sandbox.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not sandbox.executions() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = sandbox.cli("run", "pipeline.yaml")
+        assert second.returncode == 3
+        assert f"(pid {first.pid})" in second.stderr and "already being run by" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(30)
+    assert first.returncode == 130

@@ -294,7 +294,8 @@ def execute(session: Session, request: PlanRequest, options: RunOptions | None =
             env=env,
             home=session.home,
             journal=journal,
-            executor=options.executor or create_executor(env.executor),
+            executor=options.executor
+            or create_executor(env.executor, spec=session.spec, env_name=session.env_name, env=env),
             observers=options.observers,
             fingerprinter=options.fingerprinter or Fingerprinter(),
             overrides=options.overrides,

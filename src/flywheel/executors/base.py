@@ -48,7 +48,11 @@ class Executor(Protocol):
 
 
 def create_executor(name: str, **options: Any) -> Executor:
-    """Executors are imported lazily: `import flywheel` never imports boto3."""
+    """Executors are imported lazily: `import flywheel` never imports boto3.
+
+    `options` are for executors that need the run's context: the Glue executor takes `spec`, `env_name`
+    and `env` (its Glue job names and AWS settings); the local executors ignore them.
+    """
     if name == "subprocess":
         from flywheel.executors.local import SubprocessExecutor
 
@@ -58,7 +62,7 @@ def create_executor(name: str, **options: Any) -> Executor:
 
         return InProcessExecutor()
     if name == "glue":
-        from flywheel.executors.glue import GlueExecutor  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        from flywheel.executors.glue import GlueExecutor
 
-        return GlueExecutor(**options)  # type: ignore[no-any-return,unused-ignore]
+        return GlueExecutor(**options)
     raise ValueError(f"unknown executor {name!r}")

@@ -5,6 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
+# Compiled bytecode keeps start-up fast even where PYTHONDONTWRITEBYTECODE is set.
+export UV_COMPILE_BYTECODE := 1
 # uv comes from PATH, or is bootstrapped with pip into .tools/ when missing.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
@@ -18,6 +20,7 @@ $(UV):
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --all-extras
+	$(VENV)/bin/python -m compileall -q src
 	@touch $@
 
 sync: $(VENV)/.synced

@@ -82,6 +82,11 @@ class Runner:
     cancel: threading.Event = field(default_factory=threading.Event)
     _sleep: Callable[[float], bool] | None = None
 
+    @property
+    def _pythonpath(self) -> tuple[str, ...]:
+        source = self.spec.source_path
+        return (str(Path(source).resolve().parent),) if source else ()
+
     def emit(self, *events: Event) -> None:
         """Journal first, then observers; a failing observer is journaled and never fails the run."""
         self.journal.append(*events)
@@ -250,6 +255,7 @@ class Runner:
                     command=step.command,
                     resources=resources,
                     on_attached=attached,
+                    pythonpath=self._pythonpath,
                 ),
                 self.cancel,
             )

@@ -24,6 +24,7 @@ class Attempt:
     command: str | None = None
     resources: Mapping[str, Any] = field(default_factory=dict)
     on_attached: Callable[[str], None] | None = None  # called with a backend run id before waiting
+    pythonpath: tuple[str, ...] = ()  # the pipeline's folder, so jobs can live beside pipeline.yaml
 
 
 @dataclass(frozen=True)

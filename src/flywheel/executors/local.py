@@ -71,6 +71,8 @@ class SubprocessExecutor:
             FLYWHEEL_ATTEMPT=str(inv.attempt),
             FLYWHEEL_PARAMS=json.dumps(dict(inv.params), default=str),
         )
+        if attempt.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join([*attempt.pythonpath, *filter(None, [env.get("PYTHONPATH")])])
         for name, value in inv.params.items():
             if isinstance(value, str | int | float | bool):
                 env[f"FLYWHEEL_PARAM_{name.upper().replace('-', '_')}"] = str(value)

@@ -1,0 +1,785 @@
+"""Step 6: data-quality metrics of the refreshed tables, their drift since the last good run, a verdict.
+
+For each table (`part_addressable_ids`, `part_infobase_attributes`, `part_addressable_ids_er`) and each
+of its parts: rows, distinct ids, duplicate keys, the missing-value rate of every column (null, or a
+blank string), the part skew; across tables the share of addressable ids that have infobase
+attributes. Every metric gets a status `ok` / `warn` / `fail` from thresholds that are parameters
+(`monitor_thresholds`, defaults in `DEFAULT_THRESHOLDS`), both on its level and on its change since
+the baseline run. A `fail` fails the step with JobError(DataQualityError) unless
+`monitor_fail_on_breach` is false, after the report is written, so the operator has it to read.
+
+The baseline is the newest entry of the report's own history (`data_monitor/history/*.json`) written
+by a *successful* attempt of an earlier run. It is read from storage, never from flywheel's journal:
+the same job runs as a Glue job where there is no journal. A failing attempt is recorded in history
+too (marked `step_succeeded: false`) but never becomes a baseline, so a bad load cannot quietly
+become the norm that the next load is judged against.
+
+Some checks are invariants, not thresholds: an empty table, an id in two parts (the bucketing is
+broken and the part-wise joins of step 5 are wrong), a null id, a duplicate ER `record_id` or a part
+number outside `0..n_parts-1` always fail.
+
+Files under `{reports_root}/data_monitor/`: `metrics.json` (this run), `report.html` (self-contained,
+inline SVG charts) and `history/<UTC stamp>-run<run_id>-a<attempt>.json`; each is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from flywheel.invocation import JobError, JobResult, StepInvocation
+from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh import report_html as h
+from flywheel.pipelines.db_refresh.jobs.create_er_table import (
+    ER_TABLE,
+    PARTITION_COLUMN,
+    read_er_table,
+    read_part_table,
+)
+
+log = logging.getLogger(__name__)
+
+DATA_QUALITY_ERROR = "DataQualityError"
+REPORT_CONFIG_ERROR = "ReportConfigError"
+SCHEMA_VERSION = 1
+HISTORY_IN_CHART = 20
+DEFAULT_HISTORY_KEEP = 200
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+    @property
+    def rank(self) -> int:
+        return {"ok": 0, "warn": 1, "fail": 2}[self.value]
+
+
+def worst(statuses: Sequence[Status]) -> Status:
+    return max(statuses, key=lambda s: s.rank, default=Status.OK)
+
+
+# Levels: a rate above `*_warn` warns, above `*_fail` fails (for match_rate: below). Changes are
+# relative for counts (0.10 = 10 % more or fewer rows than the baseline) and absolute for rates
+# (0.05 = five percentage points).
+DEFAULT_THRESHOLDS: Mapping[str, float] = {
+    "rows_change_warn": 0.10,
+    "rows_change_fail": 0.50,
+    "duplicate_rate_warn": 0.01,
+    "duplicate_rate_fail": 0.10,
+    "null_rate_warn": 0.50,
+    "null_rate_fail": 0.99,
+    "null_rate_change_warn": 0.05,
+    "null_rate_change_fail": 0.25,
+    "part_skew_warn": 1.5,
+    "part_skew_fail": 3.0,
+    "match_rate_warn": 0.90,
+    "match_rate_fail": 0.50,
+    "match_rate_change_warn": 0.05,
+    "match_rate_change_fail": 0.20,
+}
+_LOWER_IS_WORSE = ("match_rate",)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    thresholds: Mapping[str, float]
+    fail_on_breach: bool = True
+    n_parts: int = 16
+
+    def pair(self, name: str) -> tuple[float, float]:
+        return self.thresholds[f"{name}_warn"], self.thresholds[f"{name}_fail"]
+
+
+def _config_error(message: str) -> JobError:
+    return JobError(message, error_type=REPORT_CONFIG_ERROR)
+
+
+def _as_bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise _config_error(f"parameter {name} must be true or false, not {value!r}")
+
+
+def parse_settings(params: Mapping[str, Any]) -> MonitorSettings:
+    """Thresholds from `monitor_thresholds` over the defaults; every mistake reported at once."""
+    raw = params.get("monitor_thresholds") or {}
+    if not isinstance(raw, Mapping):
+        raise _config_error(f"parameter monitor_thresholds must be a mapping, not {raw!r}")
+    problems: list[str] = []
+    merged = dict(DEFAULT_THRESHOLDS)
+    for key, value in raw.items():
+        if key not in DEFAULT_THRESHOLDS:
+            problems.append(f"unknown threshold {key!r}")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            problems.append(f"threshold {key} must be a number >= 0, not {value!r}")
+        else:
+            merged[key] = float(value)
+    for key in DEFAULT_THRESHOLDS:
+        if key.endswith("_warn"):
+            name = key.removesuffix("_warn")
+            warn, fail = merged[key], merged[f"{name}_fail"]
+            if name in _LOWER_IS_WORSE and warn < fail:
+                problems.append(f"{name}_warn ({warn}) must be >= {name}_fail ({fail}): lower is worse")
+            elif name not in _LOWER_IS_WORSE and warn > fail:
+                problems.append(f"{name}_warn ({warn}) must be <= {name}_fail ({fail})")
+    n_parts = params.get("n_parts", 16)
+    if isinstance(n_parts, bool) or not isinstance(n_parts, int) or n_parts < 1:
+        problems.append(f"n_parts must be a positive integer, not {n_parts!r}")
+        n_parts = 1
+    if problems:
+        raise _config_error(
+            "invalid data monitor configuration: "
+            + "; ".join(problems)
+            + f". Valid thresholds: {', '.join(DEFAULT_THRESHOLDS)}"
+        )
+    fail_on_breach = _as_bool(params.get("monitor_fail_on_breach", True), "monitor_fail_on_breach")
+    return MonitorSettings(thresholds=merged, fail_on_breach=fail_on_breach, n_parts=n_parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics: plain numbers, stored as JSON in history and read back as baselines
+
+
+@dataclass(frozen=True)
+class PartMetrics:
+    rows: int
+    distinct_ids: int
+    missing: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TableMetrics:
+    """Counts of one table. `key` is the column that must be unique (`id`, or `record_id` for ER)."""
+
+    table: str
+    key: str
+    rows: int
+    distinct_ids: int
+    distinct_keys: int
+    parts: Mapping[int, PartMetrics]
+    missing: Mapping[str, int]
+
+    @property
+    def duplicate_keys(self) -> int:
+        """Rows whose key repeats an earlier row's: rows minus distinct keys."""
+        return self.rows - self.distinct_keys
+
+    @property
+    def duplicate_rate(self) -> float:
+        return self.duplicate_keys / self.rows if self.rows else 0.0
+
+    @property
+    def ids_in_several_parts(self) -> int:
+        """Zero when every id lives in exactly one part (part distinct counts add up)."""
+        return sum(p.distinct_ids for p in self.parts.values()) - self.distinct_ids
+
+    def null_rate(self, column: str) -> float:
+        return self.missing.get(column, 0) / self.rows if self.rows else 0.0
+
+    def part_skew(self, n_parts: int) -> float:
+        """Largest part over the mean part size, counting the expected parts that are missing."""
+        if not self.rows:
+            return 0.0
+        mean = self.rows / max(n_parts, len(self.parts))
+        return max(p.rows for p in self.parts.values()) / mean
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "rows": self.rows,
+            "distinct_ids": self.distinct_ids,
+            "distinct_keys": self.distinct_keys,
+            "missing": dict(self.missing),
+            "parts": {
+                str(n): {"rows": p.rows, "distinct_ids": p.distinct_ids, "missing": dict(p.missing)}
+                for n, p in sorted(self.parts.items())
+            },
+        }
+
+    @classmethod
+    def from_json(cls, table: str, body: Mapping[str, Any]) -> TableMetrics:
+        return cls(
+            table=table,
+            key=str(body["key"]),
+            rows=int(body["rows"]),
+            distinct_ids=int(body["distinct_ids"]),
+            distinct_keys=int(body["distinct_keys"]),
+            missing={str(k): int(v) for k, v in body.get("missing", {}).items()},
+            parts={
+                int(n): PartMetrics(
+                    rows=int(p["rows"]),
+                    distinct_ids=int(p["distinct_ids"]),
+                    missing={str(k): int(v) for k, v in p.get("missing", {}).items()},
+                )
+                for n, p in body.get("parts", {}).items()
+            },
+        )
+
+
+@dataclass(frozen=True)
+class MatchMetrics:
+    """How many distinct addressable ids have an infobase row (joined by id within the part)."""
+
+    addressable_ids: int
+    matched_ids: int
+
+    @property
+    def rate(self) -> float:
+        return self.matched_ids / self.addressable_ids if self.addressable_ids else 0.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    tables: Mapping[str, TableMetrics]
+    match: MatchMetrics
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tables": {name: t.to_json() for name, t in self.tables.items()},
+            "match": {"addressable_ids": self.match.addressable_ids, "matched_ids": self.match.matched_ids},
+        }
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Snapshot:
+        match = body["match"]
+        return cls(
+            tables={name: TableMetrics.from_json(name, t) for name, t in body["tables"].items()},
+            match=MatchMetrics(int(match["addressable_ids"]), int(match["matched_ids"])),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+
+@dataclass(frozen=True)
+class Check:
+    """One graded metric: where, what, its value, the baseline's value and why it has its status."""
+
+    table: str
+    part: int | None
+    metric: str
+    value: float
+    previous: float | None
+    status: Status
+    reason: str
+
+    @property
+    def change(self) -> float | None:
+        return None if self.previous is None else self.value - self.previous
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "part": self.part,
+            "metric": self.metric,
+            "value": self.value,
+            "previous": self.previous,
+            "change": self.change,
+            "status": self.status.value,
+            "reason": self.reason,
+        }
+
+
+def grade(value: float, warn: float, fail: float, *, lower_is_worse: bool = False) -> Status:
+    if lower_is_worse:
+        return Status.FAIL if value < fail else Status.WARN if value < warn else Status.OK
+    return Status.FAIL if value > fail else Status.WARN if value > warn else Status.OK
+
+
+def relative_change(value: float, previous: float) -> float:
+    """|value - previous| / previous; growth from zero is infinite (always a breach)."""
+    if previous == 0:
+        return 0.0 if value == 0 else math.inf
+    return abs(value - previous) / previous
+
+
+def _fmt(value: float) -> str:
+    if math.isinf(value):
+        return "inf"
+    return f"{value:,.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4g}"
+
+
+class _Grader:
+    """Collects checks; keeps the threshold arithmetic and the reason texts in one place."""
+
+    def __init__(self, settings: MonitorSettings) -> None:
+        self.settings = settings
+        self.checks: list[Check] = []
+
+    def add(
+        self, table: str, metric: str, value: float, status: Status, reason: str, *, previous: float | None
+    ) -> None:
+        self.checks.append(Check(table, None, metric, value, previous, status, reason))
+
+    def invariant(self, table: str, metric: str, value: float, message: str) -> None:
+        status = Status.FAIL if value else Status.OK
+        self.add(table, metric, value, status, message if value else "ok", previous=None)
+
+    def level(self, table: str, metric: str, name: str, value: float, previous: float | None = None) -> None:
+        warn, fail = self.settings.pair(name)
+        lower = name in _LOWER_IS_WORSE
+        status = grade(value, warn, fail, lower_is_worse=lower)
+        word = "below" if lower else "above"
+        limit = fail if status is Status.FAIL else warn
+        reason = "ok" if status is Status.OK else f"{_fmt(value)} is {word} the {status} level {_fmt(limit)}"
+        self.add(table, metric, value, status, reason, previous=previous)
+
+    def drift(
+        self, table: str, metric: str, name: str, value: float, previous: float | None, *, relative: bool
+    ) -> None:
+        if previous is None:
+            return
+        change = relative_change(value, previous) if relative else abs(value - previous)
+        warn, fail = self.settings.pair(name)
+        status = grade(change, warn, fail)
+        unit = "relative change" if relative else "change"
+        limit = fail if status is Status.FAIL else warn
+        reason = (
+            "ok"
+            if status is Status.OK
+            else f"{unit} {_fmt(change)} since baseline ({_fmt(previous)} -> {_fmt(value)}) "
+            f"is above the {status} level {_fmt(limit)}"
+        )
+        self.add(table, f"{metric}_change", change, status, reason, previous=None)
+
+
+def evaluate(current: Snapshot, baseline: Snapshot | None, settings: MonitorSettings) -> list[Check]:
+    """Grade every metric of `current`, on its level and against `baseline` when there is one."""
+    g = _Grader(settings)
+    n_parts = settings.n_parts
+    for name, t in current.tables.items():
+        before = baseline.tables.get(name) if baseline else None
+        g.invariant(name, "empty_table", float(t.rows == 0), "the table has no rows")
+        g.add(name, "rows", t.rows, Status.OK, "ok", previous=before.rows if before else None)
+        g.drift(name, "rows", "rows_change", t.rows, before.rows if before else None, relative=True)
+        g.add(
+            name,
+            "distinct_ids",
+            t.distinct_ids,
+            Status.OK,
+            "ok",
+            previous=before.distinct_ids if before else None,
+        )
+        g.drift(
+            name,
+            "distinct_ids",
+            "rows_change",
+            t.distinct_ids,
+            before.distinct_ids if before else None,
+            relative=True,
+        )
+        if t.key == "id":
+            g.level(
+                name, "duplicate_rate", "duplicate_rate", t.duplicate_rate, before.duplicate_rate if before else None
+            )
+        else:
+            g.invariant(name, f"duplicate_{t.key}", t.duplicate_keys, f"{t.duplicate_keys} rows repeat a {t.key}")
+        g.invariant(
+            name,
+            "ids_in_several_parts",
+            t.ids_in_several_parts,
+            f"{t.ids_in_several_parts} ids appear in more than one part: the part bucketing is broken",
+        )
+        outside = sorted(p for p in t.parts if not 0 <= p < n_parts)
+        g.invariant(name, "parts_out_of_range", len(outside), f"parts {outside} are outside 0..{n_parts - 1}")
+        missing_parts = n_parts - len([p for p in t.parts if 0 <= p < n_parts])
+        g.add(
+            name,
+            "missing_parts",
+            missing_parts,
+            Status.WARN if missing_parts and t.rows else Status.OK,
+            f"{missing_parts} of {n_parts} parts have no rows" if missing_parts and t.rows else "ok",
+            previous=None,
+        )
+        before_skew = before.part_skew(n_parts) if before else None
+        g.level(name, "part_skew", "part_skew", t.part_skew(n_parts), before_skew)
+        for column in sorted(t.missing):
+            rate = t.null_rate(column)
+            prev_rate = before.null_rate(column) if before and column in before.missing else None
+            if column in ("id", t.key):
+                g.invariant(name, f"null_rate:{column}", rate, f"{t.missing[column]} rows have no {column}")
+                continue
+            g.level(name, f"null_rate:{column}", "null_rate", rate, prev_rate)
+            g.drift(name, f"null_rate:{column}", "null_rate_change", rate, prev_rate, relative=False)
+    before_match = baseline.match.rate if baseline else None
+    g.level("*", "match_rate", "match_rate", current.match.rate, before_match)
+    g.drift("*", "match_rate", "match_rate_change", current.match.rate, before_match, relative=False)
+    return g.checks
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring (PySpark DataFrame API: SQLFrame locally, Spark on Glue)
+
+
+def _is_list(dtype: str) -> bool:
+    kind = dtype.lower()
+    return kind.startswith("array") or kind.endswith("[]") or kind.startswith("list")
+
+
+def _missing(F: Any, column: str, dtype: str) -> Any:
+    """Null, or a value that carries nothing: a blank string or an empty list."""
+    col = F.col(column)
+    if _is_list(dtype):
+        return col.isNull() | (F.size(col) == F.lit(0))
+    if dtype.lower() in ("string", "varchar", "text"):
+        return col.isNull() | (F.trim(col) == F.lit(""))
+    return col.isNull()
+
+
+def measure_table(df: Any, table: str, *, key: str = "id", partition_col: str = PARTITION_COLUMN) -> TableMetrics:
+    """Rows, distinct ids and keys and missing values per part, in two aggregations over `df`."""
+    F = engine.functions(_session_of(df))
+    dtypes = [(n, t) for n, t in engine.schema_of(df) if n != partition_col]
+    missing = [
+        F.sum(F.when(_missing(F, name, kind), 1).otherwise(0)).alias(f"m{i}") for i, (name, kind) in enumerate(dtypes)
+    ]
+    per_part = df.groupBy(partition_col).agg(
+        F.count(F.lit(1)).alias("rows"), F.countDistinct("id").alias("distinct_ids"), *missing
+    )
+    parts: dict[int, PartMetrics] = {}
+    for row in per_part.collect():
+        counts = {name: int(row[f"m{i}"] or 0) for i, (name, _) in enumerate(dtypes)}
+        parts[int(row[partition_col])] = PartMetrics(int(row["rows"]), int(row["distinct_ids"]), counts)
+    totals = df.agg(F.countDistinct("id").alias("distinct_ids"), F.countDistinct(key).alias("distinct_keys")).collect()[
+        0
+    ]
+    return TableMetrics(
+        table=table,
+        key=key,
+        rows=sum(p.rows for p in parts.values()),
+        distinct_ids=int(totals["distinct_ids"] or 0),
+        distinct_keys=int(totals["distinct_keys"] or 0),
+        parts=parts,
+        missing={name: sum(p.missing.get(name, 0) for p in parts.values()) for name, _ in dtypes},
+    )
+
+
+def measure_match(addressable: Any, infobase: Any, *, partition_col: str = PARTITION_COLUMN) -> MatchMetrics:
+    """Distinct addressable ids, and how many of them have an infobase row in the same part."""
+    F = engine.functions(_session_of(addressable))
+    keys = [partition_col, "id"]
+    ids = addressable.select(*keys).where(F.col("id").isNotNull()).distinct()
+    known = infobase.select(*keys).where(F.col("id").isNotNull()).distinct().withColumn("_known", F.lit(1))
+    row = (
+        ids.join(known, on=keys, how="left")
+        .agg(F.count(F.lit(1)).alias("ids"), F.count("_known").alias("matched"))
+        .collect()[0]
+    )
+    return MatchMetrics(addressable_ids=int(row["ids"] or 0), matched_ids=int(row["matched"] or 0))
+
+
+def _session_of(df: Any) -> Any:
+    return df.sparkSession if hasattr(df, "sparkSession") else df.session
+
+
+# ---------------------------------------------------------------------------------------------
+# history: the report's own memory of earlier runs
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    path: Path
+    document: Mapping[str, Any]
+
+    @property
+    def run_id(self) -> int | None:
+        value = self.document.get("run_id")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.document.get("step_succeeded"))
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return Snapshot.from_json(self.document["metrics"])
+
+
+def history_name(generated_at: datetime, run_id: int, attempt: int) -> str:
+    """Sortable by time: `20250101T120000123456Z-run42-a1.json`."""
+    return f"{generated_at.strftime('%Y%m%dT%H%M%S%fZ')}-run{run_id}-a{attempt}.json"
+
+
+def read_history(directory: Path) -> list[HistoryEntry]:
+    """Entries oldest first. An unreadable entry is skipped with a warning, never fatal: losing one
+    baseline must not block a refresh."""
+    entries: list[HistoryEntry] = []
+    if not directory.is_dir():
+        return entries
+    for path in sorted(directory.glob("*.json")):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            if document.get("schema_version") != SCHEMA_VERSION:
+                raise ValueError(f"schema_version {document.get('schema_version')!r}")
+            Snapshot.from_json(document["metrics"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("skipping unreadable data monitor history entry %s: %s", path, exc)
+            continue
+        entries.append(HistoryEntry(path, document))
+    return entries
+
+
+def pick_baseline(entries: Sequence[HistoryEntry], run_id: int) -> HistoryEntry | None:
+    """The newest entry of a successful attempt of another run."""
+    for entry in reversed(entries):
+        if entry.succeeded and entry.run_id != run_id:
+            return entry
+    return None
+
+
+def prune_history(directory: Path, keep: int) -> None:
+    for path in sorted(directory.glob("*.json"))[:-keep]:
+        path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def _pct(value: float) -> str:
+    return f"{value:.2%}"
+
+
+def _status_of(checks: Sequence[Check], table: str, metric: str) -> Status:
+    return worst([c.status for c in checks if c.table == table and c.metric.startswith(metric)])
+
+
+def render_html(document: Mapping[str, Any], history: Sequence[Mapping[str, Any]], n_parts: int) -> str:
+    """The page an operator opens after a warning: what breached first, then every table in detail."""
+    snapshot = Snapshot.from_json(document["metrics"])
+    baseline_doc = document.get("baseline")
+    baseline = Snapshot.from_json(baseline_doc["metrics"]) if baseline_doc else None
+    checks = [
+        Check(c["table"], c["part"], c["metric"], c["value"], c["previous"], Status(c["status"]), c["reason"])
+        for c in document["checks"]
+    ]
+    status = Status(document["status"])
+    sections: list[str] = [
+        f"<p>Overall status {h.badge(status)}"
+        + (
+            f" · baseline: run {h.esc(baseline_doc['run_id'])} at {h.esc(baseline_doc['generated_at'])}"
+            if baseline_doc
+            else " · no baseline yet (first successful run): drift is not graded"
+        )
+        + "</p>"
+    ]
+    attention = sorted((c for c in checks if c.status is not Status.OK), key=lambda c: -c.status.rank)
+    sections.append("<h2>Checks that need attention</h2>")
+    sections.append(
+        h.table(
+            ["status", "table", "metric", "value", "baseline", "why"],
+            [[h.badge(c.status), c.table, c.metric, _fmt(c.value), c.previous, c.reason] for c in attention],
+            raw=(0,),
+            numeric=(3, 4),
+        )
+        if attention
+        else "<p>None: every metric is within its thresholds.</p>"
+    )
+    m = snapshot.match
+    sections.append("<h2>Addressable ids with infobase attributes</h2>")
+    sections.append(
+        h.table(
+            ["addressable ids", "with infobase", "match rate", "baseline", "status"],
+            [
+                [
+                    f"{m.addressable_ids:,}",
+                    f"{m.matched_ids:,}",
+                    _pct(m.rate),
+                    _pct(baseline.match.rate) if baseline else None,
+                    h.badge(_status_of(checks, "*", "match_rate")),
+                ]
+            ],
+            numeric=(0, 1, 2, 3),
+            raw=(4,),
+        )
+    )
+    for name, t in snapshot.tables.items():
+        before = baseline.tables.get(name) if baseline else None
+        sections.append(f"<h2>{h.esc(name)}</h2>")
+        sections.append(
+            h.table(
+                ["rows", "distinct ids", f"duplicate {t.key}", "duplicate rate", "parts", "part skew", "status"],
+                [
+                    [
+                        f"{t.rows:,}" + (f" (was {before.rows:,})" if before else ""),
+                        f"{t.distinct_ids:,}" + (f" (was {before.distinct_ids:,})" if before else ""),
+                        f"{t.duplicate_keys:,}",
+                        _pct(t.duplicate_rate),
+                        f"{len(t.parts)} / {n_parts}",
+                        f"{t.part_skew(n_parts):.2f}",
+                        h.badge(worst([c.status for c in checks if c.table == name])),
+                    ]
+                ],
+                numeric=(0, 1, 2, 3, 5),
+                raw=(6,),
+            )
+        )
+        part_ids = sorted(t.parts)
+        sections.append(
+            h.bar_chart(
+                [f"part {p}" for p in part_ids],
+                [t.parts[p].rows for p in part_ids],
+                title=f"rows per part (skew status: {_status_of(checks, name, 'part_skew')})",
+                statuses=[_status_of(checks, name, "part_skew").value] * len(part_ids),
+                bar_height=12,
+            )
+        )
+        columns = sorted(t.missing)
+        sections.append(
+            h.bar_chart(
+                columns,
+                [t.null_rate(c) * 100 for c in columns],
+                title="missing values per column, % of rows (null, blank or empty)",
+                value_format="{:.2f} %",
+                statuses=[_status_of(checks, name, f"null_rate:{c}").value for c in columns],
+                bar_height=12,
+            )
+        )
+    if history:
+        labels = [str(d.get("run_id", "?")) for d in history]
+        series = [
+            h.Series(
+                name,
+                [
+                    float(d["metrics"]["tables"][name]["rows"]) if name in d["metrics"]["tables"] else None
+                    for d in history
+                ],
+            )
+            for name in snapshot.tables
+        ]
+        sections.append("<h2>History</h2>")
+        sections.append(h.line_chart(labels, series, title="rows per table by run id (newest last)"))
+    sections.append("<h2>Every check</h2><details><summary>show all</summary>")
+    sections.append(
+        h.table(
+            ["status", "table", "metric", "value", "baseline", "why"],
+            [[h.badge(c.status), c.table, c.metric, _fmt(c.value), c.previous, c.reason] for c in checks],
+            raw=(0,),
+            numeric=(3, 4),
+        )
+    )
+    sections.append("</details>")
+    subtitle = (
+        f"generated {document['generated_at']} · run {document['run_id']} attempt {document['attempt']} "
+        f"· env {document['env']}"
+    )
+    return h.page("Data monitor", sections, subtitle=subtitle)
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+
+
+def build_document(
+    invocation: StepInvocation,
+    settings: MonitorSettings,
+    snapshot: Snapshot,
+    baseline: HistoryEntry | None,
+    generated_at: datetime,
+) -> dict[str, Any]:
+    checks = evaluate(snapshot, baseline.snapshot if baseline else None, settings)
+    status = worst([c.status for c in checks])
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "report": "data-monitor",
+        "generated_at": generated_at.isoformat(timespec="seconds"),
+        "run_id": invocation.run_id,
+        "attempt": invocation.attempt,
+        "env": invocation.env,
+        "status": status.value,
+        "step_succeeded": not (status is Status.FAIL and settings.fail_on_breach),
+        "fail_on_breach": settings.fail_on_breach,
+        "thresholds": dict(settings.thresholds),
+        "n_parts": settings.n_parts,
+        "baseline": (
+            {
+                "file": baseline.path.name,
+                "run_id": baseline.run_id,
+                "generated_at": baseline.document.get("generated_at"),
+                "metrics": baseline.document["metrics"],
+            }
+            if baseline
+            else None
+        ),
+        "metrics": snapshot.to_json(),
+        "checks": [c.to_json() for c in checks],
+    }
+
+
+def measure(invocation: StepInvocation) -> Snapshot:
+    """Metrics of the registered part tables and of the committed ER table."""
+    params = invocation.params
+    with engine.session_scope(params) as session:
+        addressable = read_part_table(session, params, "addressable_ids")
+        infobase = read_part_table(session, params, "infobase_attributes")
+        er = read_er_table(session, str(params["er_root"]))
+        prefix = str(params.get("table_prefix", "part_"))
+        tables = {
+            f"{prefix}addressable_ids": measure_table(addressable, f"{prefix}addressable_ids"),
+            f"{prefix}infobase_attributes": measure_table(infobase, f"{prefix}infobase_attributes"),
+            ER_TABLE: measure_table(er, ER_TABLE, key="record_id"),
+        }
+        match = measure_match(addressable, infobase)
+    return Snapshot(tables=tables, match=match)
+
+
+def run(invocation: StepInvocation) -> JobResult:
+    params = invocation.params
+    settings = parse_settings(params)
+    keep = params.get("monitor_history_keep", DEFAULT_HISTORY_KEEP)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise _config_error(f"monitor_history_keep must be an integer >= 1, not {keep!r}")
+    root = engine.local_path(str(params["reports_root"])) / "data_monitor"
+    history_dir = root / "history"
+
+    snapshot = measure(invocation)
+    entries = read_history(history_dir)
+    baseline = pick_baseline(entries, invocation.run_id)
+    generated_at = datetime.now(UTC)
+    document = build_document(invocation, settings, snapshot, baseline, generated_at)
+
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    entry_name = history_name(generated_at, invocation.run_id, invocation.attempt)
+    h.write_text_atomic(history_dir / entry_name, text)
+    h.write_text_atomic(root / "metrics.json", text)
+    shown = [e.document for e in entries[-(HISTORY_IN_CHART - 1) :]] + [document]
+    h.write_text_atomic(root / "report.html", render_html(document, shown, settings.n_parts))
+    prune_history(history_dir, keep)
+
+    checks = document["checks"]
+    failed = [c for c in checks if c["status"] == Status.FAIL.value]
+    warned = [c for c in checks if c["status"] == Status.WARN.value]
+    for c in warned:
+        log.warning("data quality warning: %s %s: %s", c["table"], c["metric"], c["reason"])
+    if failed and settings.fail_on_breach:
+        listed = "; ".join(f"{c['table']} {c['metric']}: {c['reason']}" for c in failed[:10])
+        more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
+        raise JobError(
+            f"{len(failed)} data quality check(s) failed: {listed}{more}. See {root / 'report.html'}; "
+            "fix the source data and re-run from step 1, or, if the change is expected, raise the "
+            "threshold in monitor_thresholds (or set monitor_fail_on_breach: false) and resume",
+            error_type=DATA_QUALITY_ERROR,
+        )
+    return JobResult(
+        outputs=({"path": str(root), "files": ["metrics.json", "report.html", f"history/{entry_name}"]},),
+        metrics={
+            "status": document["status"],
+            "checks": len(checks),
+            "warnings": len(warned),
+            "failures": len(failed),
+            "baseline_run_id": baseline.run_id if baseline else None,
+            "match_rate": snapshot.match.rate,
+        },
+    )

@@ -1,0 +1,459 @@
+"""The one place where DuckDB (through SQLFrame) and Spark differ for the db-refresh jobs.
+
+Jobs are written once against the PySpark DataFrame API. Locally that API is SQLFrame on an in-memory
+DuckDB connection; on AWS Glue it is a real SparkSession. SQLFrame covers most of the API but not
+`write.partitionBy`, `pmod`, `xxhash64` or `conv`, and its `hash()` is not Spark's, so anything that
+must agree byte for byte across engines (the bucket of an id, the partition layout on disk) is defined
+here, once per engine, and nowhere else.
+
+Storage is local paths only for now: `s3://` roots arrive with the Spark engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeAlias
+
+from flywheel.invocation import JobError
+
+log = logging.getLogger(__name__)
+
+Session: TypeAlias = Any
+"""A `pyspark.sql.SparkSession` or a SQLFrame `DuckDBSession`: both speak the PySpark API."""
+
+DataFrame: TypeAlias = Any
+Column: TypeAlias = Any
+
+MANIFEST = "_manifest.json"
+"""Written last into a partitioned output: its presence says the output is complete."""
+
+BUCKET_HEX_DIGITS = 8
+
+
+class JobErrorType(StrEnum):
+    """Stable names of the expected failures of the db-refresh jobs (`JobError.error_type`)."""
+
+    MISSING_SOURCE = "missing-source"
+    CORRUPT_FILE = "corrupt-file"
+    SCHEMA_MISMATCH = "schema-mismatch"
+    EMPTY_SOURCE = "empty-source"
+    EMPTY_PARTITION = "empty-partition"
+    PARTITION_MISMATCH = "partition-mismatch"
+    DATABASE_MISSING = "database-missing"
+    TABLE_NOT_REGISTERED = "tables-not-registered"
+    TABLE_PREFIX_CONFLICT = "table-prefix-conflict"
+    SCHEMA_INFERENCE_FAILED = "schema-inference-failed"
+    CATALOG_BUSY = "catalog-busy"
+    UNSUPPORTED = "unsupported"
+
+
+def job_error(kind: JobErrorType, message: str) -> JobError:
+    return JobError(message, error_type=str(kind))
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def engine_name(params: Mapping[str, Any]) -> str:
+    """`duckdb` (local, the default) or `spark`."""
+    name = str(params.get("engine") or "duckdb").lower()
+    if name not in ("duckdb", "spark"):
+        raise job_error(JobErrorType.UNSUPPORTED, f"unknown engine {name!r}: use duckdb or spark")
+    return name
+
+
+def open_session(params: Mapping[str, Any]) -> Session:
+    """A session sized by `memory_limit` and `threads`, with UTC as the session time zone.
+
+    DuckDB is capped per process so that steps 1 and 2 can run side by side on a small machine; it
+    spills to `temp_directory` (default: the system temp dir) instead of failing when over the cap.
+    Close it with `close_session` (SQLFrame keeps one active session per process).
+    """
+    if engine_name(params) == "spark":
+        return _open_spark(params)
+    import duckdb
+    from sqlframe.duckdb import DuckDBSession
+
+    conn = duckdb.connect(config={"threads": int(params.get("threads") or 1)})
+    temp_dir = Path(str(params.get("temp_directory") or Path(tempfile.gettempdir()) / "flywheel-duckdb"))
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    conn.execute(f"SET memory_limit = '{_sql_text(str(params.get('memory_limit') or '4GB'))}'")
+    conn.execute(f"SET temp_directory = '{_sql_text(str(temp_dir))}'")
+    conn.execute("SET preserve_insertion_order = false")
+    conn.execute("SET TimeZone = 'UTC'")
+    return DuckDBSession(conn=conn)
+
+
+def _open_spark(params: Mapping[str, Any]) -> Session:
+    try:
+        from pyspark.sql import SparkSession  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise job_error(
+            JobErrorType.UNSUPPORTED, "engine spark needs pyspark (it runs on AWS Glue); use engine duckdb"
+        ) from exc
+    builder = SparkSession.builder.appName(f"flywheel-{params.get('pipeline', 'db-refresh')}")
+    builder = builder.config("spark.sql.session.timeZone", "UTC")
+    builder = builder.config("spark.sql.sources.partitionOverwriteMode", "static")
+    return builder.enableHiveSupport().getOrCreate()
+
+
+def close_session(session: Session) -> None:
+    if _is_spark(session):
+        return  # Glue owns the SparkContext; stopping it would end the job early
+    session.stop()
+
+
+@contextlib.contextmanager
+def session_scope(params: Mapping[str, Any]) -> Iterator[Session]:
+    session = open_session(params)
+    try:
+        yield session
+    finally:
+        close_session(session)
+
+
+def _is_spark(session: Session) -> bool:
+    return type(session).__module__.startswith("pyspark")
+
+
+def functions(session: Session) -> ModuleType:
+    """The `pyspark.sql.functions` module of this session's engine."""
+    if _is_spark(session):
+        from pyspark.sql import functions as spark_functions  # type: ignore[import-not-found, unused-ignore]
+
+        return spark_functions  # type: ignore[no-any-return, unused-ignore]
+    from sqlframe.duckdb import functions as duckdb_functions
+
+    return duckdb_functions
+
+
+def window(session: Session) -> Any:
+    """The `pyspark.sql.Window` class of this session's engine."""
+    if _is_spark(session):
+        from pyspark.sql import Window as SparkWindow  # type: ignore[import-not-found, unused-ignore]
+
+        return SparkWindow
+    from sqlframe.duckdb import Window as DuckDBWindow
+
+    return DuckDBWindow
+
+
+# --------------------------------------------------------------------------- the bucket
+
+
+def bucket(session: Session, col: Column | str, n: int) -> Column:
+    """The part (0..n-1) an id belongs to, identical on every engine and in plain Python.
+
+    Defined as `int(sha256(id as UTF-8).hexdigest()[:8], 16) % n`: the first 8 hex digits of
+    `sha2(id, 256)` read as an unsigned 32-bit integer, modulo n. Spark's `hash()`/`xxhash64` are not
+    available (or not equal) on SQLFrame, so they must not be used for anything stored.
+    A null id has a null bucket.
+    """
+    if n < 1:
+        raise ValueError(f"n_parts must be at least 1, got {n}")
+    F = functions(session)
+    column = F.col(col) if isinstance(col, str) else col
+    prefix = F.substring(F.sha2(column, 256), 1, BUCKET_HEX_DIGITS)
+    if _is_spark(session):
+        number = F.conv(prefix, 16, 10).cast("bigint")
+    else:  # DuckDB reads '0x…' strings as hexadecimal integers
+        number = F.concat(F.lit("0x"), prefix).cast("bigint")
+    return (number % F.lit(n)).cast("int")
+
+
+def bucket_of(value: str, n: int) -> int:
+    """The plain-Python bucket, for oracles and spot checks."""
+    import hashlib
+
+    return int(hashlib.sha256(value.encode("utf-8")).hexdigest()[:BUCKET_HEX_DIGITS], 16) % n
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def local_path(path: str | os.PathLike[str]) -> Path:
+    """Local storage only for now; object stores come with the Spark engine."""
+    text = os.fspath(path)
+    if "://" in text and not text.startswith("file://"):
+        raise job_error(JobErrorType.UNSUPPORTED, f"{text}: only local paths are supported for now")
+    return Path(text.removeprefix("file://")).absolute()
+
+
+def list_files(root: str | os.PathLike[str], suffixes: Sequence[str]) -> list[Path]:
+    """Data files directly under `root` whose names end with one of `suffixes`, sorted; hidden skipped."""
+    base = local_path(root)
+    if not base.is_dir():
+        return []
+    return sorted(
+        p
+        for p in base.iterdir()
+        if p.is_file() and not p.name.startswith((".", "_")) and p.name.endswith(tuple(suffixes))
+    )
+
+
+def csv_header(path: str | os.PathLike[str]) -> list[str]:
+    """The column names in a CSV file's header line (gzip or plain), without reading the file."""
+    file = local_path(path)
+    opener: Callable[..., Any] = gzip.open if file.name.endswith(".gz") else open
+    try:
+        with opener(file, "rt", encoding="utf-8", newline="") as handle:
+            line = handle.readline()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise job_error(
+            JobErrorType.CORRUPT_FILE, f"{file}: cannot read the header line ({exc}); re-deliver the file"
+        ) from exc
+    return [name.strip().strip('"').strip() for name in line.rstrip("\r\n").split(",")] if line else []
+
+
+def parquet_columns(session: Session, path: str | os.PathLike[str]) -> list[str]:
+    """Top-level column names from a Parquet file's footer: cheap, and fails on a truncated file."""
+    file = local_path(path)
+    try:
+        if _is_spark(session):
+            return list(session.read.parquet(str(file)).columns)
+        rows = session._conn.execute(f"DESCRIBE SELECT * FROM read_parquet('{_sql_text(str(file))}')")
+        return [str(row[0]) for row in rows.fetchall()]
+    except Exception as exc:
+        raise job_error(
+            JobErrorType.CORRUPT_FILE,
+            f"{file}: not a readable Parquet file ({first_line(exc)}); re-deliver it",
+        ) from exc
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_csv(session: Session, paths: Sequence[str | os.PathLike[str]], schema: str) -> DataFrame:
+    """CSV files with a header line, read with an explicit DDL schema (`"id STRING, seen TIMESTAMP"`).
+
+    The header is not checked here (DuckDB ignores its names when a schema is given): check it with
+    `csv_header` first.
+    """
+    files = [str(local_path(p)) for p in paths]
+    if _is_spark(session):
+        return session.read.schema(schema).option("header", True).option("mode", "FAILFAST").csv(files)
+    return session.read.csv(files, schema=schema, header=True)
+
+
+def read_parquet(session: Session, paths: Sequence[str | os.PathLike[str]]) -> DataFrame:
+    """Plain Parquet files (not partitioned directories: use `read_partitions` for those)."""
+    files = [str(local_path(p)) for p in paths]
+    return session.read.parquet(*files)
+
+
+def partition_dir(root: str | os.PathLike[str], partition_col: str, value: int) -> Path:
+    return local_path(root) / f"{partition_col}={value}"
+
+
+def read_partitions(
+    session: Session, root: str | os.PathLike[str], partition_col: str, values: Sequence[int]
+) -> DataFrame:
+    """Only the listed hive partitions of a partitioned output, with the partition column as `int`.
+
+    This is how a part table reads only its registered partitions, whatever else is on disk.
+    """
+    dirs = [partition_dir(root, partition_col, v) for v in sorted(values)]
+    if _is_spark(session):
+        df = session.read.option("basePath", str(local_path(root))).parquet(*map(str, dirs))
+        return df.withColumn(partition_col, functions(session).col(partition_col).cast("int"))
+    # A view in the session's own in-memory database: SQLFrame's reader re-plans a long list of
+    # globs expensively, while a view is planned once by DuckDB.
+    globs = ", ".join(f"'{_sql_text(str(d / '*.parquet'))}'" for d in dirs)
+    types = f"{{'{_sql_text(partition_col)}': INTEGER}}"
+    return _duckdb_view(
+        session, f"SELECT * FROM read_parquet([{globs}], hive_partitioning = true, hive_types = {types})"
+    )
+
+
+def _duckdb_view(session: Session, sql: str) -> DataFrame:
+    name = f"_flywheel_view_{uuid.uuid4().hex[:12]}"
+    session._conn.execute(f"CREATE VIEW {name} AS {sql}")
+    return session.table(name)
+
+
+def schema_of(df: DataFrame) -> tuple[tuple[str, str], ...]:
+    """(name, Spark simple type) pairs, e.g. `("interests", "array<string>")`, the same on both engines."""
+    return tuple((f.name, f.dataType.simpleString()) for f in df.schema.fields)
+
+
+def find_unreadable(reader: Callable[[list[str]], DataFrame], files: Sequence[Path]) -> list[tuple[Path, str]]:
+    """Which of `files` cannot be read on its own: called after a failed read, to name the culprit."""
+    bad: list[tuple[Path, str]] = []
+    for file in files:
+        try:
+            reader([str(file)]).count()
+        except Exception as exc:  # any engine error means the file is unusable as it is
+            bad.append((file, first_line(exc)))
+    return bad
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class PartitionStats:
+    rows: int
+    files: tuple[str, ...]
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PartitionedOutput:
+    """The manifest of a partitioned output: what was committed, read back from the files themselves."""
+
+    path: str
+    partition_col: str
+    columns: tuple[tuple[str, str], ...]
+    partitions: Mapping[int, PartitionStats] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.partitions.values())
+
+    def to_json(self) -> str:
+        body = asdict(self)
+        body["partitions"] = {str(k): asdict(v) for k, v in sorted(self.partitions.items())}
+        body["rows"] = self.rows
+        return json.dumps(body, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PartitionedOutput:
+        body = json.loads(text)
+        parts = {
+            int(k): PartitionStats(rows=v["rows"], files=tuple(v["files"]), bytes=v["bytes"])
+            for k, v in body["partitions"].items()
+        }
+        columns = tuple((str(name), str(kind)) for name, kind in body["columns"])
+        return cls(path=body["path"], partition_col=body["partition_col"], columns=columns, partitions=parts)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> PartitionedOutput | None:
+    file = local_path(path) / MANIFEST
+    return PartitionedOutput.from_json(file.read_text()) if file.is_file() else None
+
+
+def write_partitioned(df: DataFrame, path: str | os.PathLike[str], partition_col: str) -> PartitionedOutput:
+    """Replace `path` with hive-style `partition_col=<int>/` Parquet directories, all or nothing.
+
+    Writes into a hidden staging directory beside `path`, reads row counts back from what was written,
+    writes `_manifest.json` last, then swaps the staging directory into place. A reader never sees a
+    half-written output: either the old directory or the new one. The partition column is stored only
+    in directory names (as Spark and Hive do), not inside the files.
+    """
+    target = local_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
+    session = df.session if hasattr(df, "session") else df.sparkSession
+    try:
+        if _is_spark(session):
+            df.write.mode("overwrite").partitionBy(partition_col).parquet(str(staging))
+        else:
+            _duckdb_copy(df, staging, partition_col)
+        staging.mkdir(parents=True, exist_ok=True)  # an empty frame writes nothing
+        output = _describe_written(session, staging, target, partition_col)
+        (staging / MANIFEST).write_text(output.to_json())
+        _swap_into_place(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return output
+
+
+def write_parquet(df: DataFrame, path: str | os.PathLike[str]) -> Path:
+    """One Parquet file at `path` (replaced atomically): for small outputs such as reports."""
+    target = local_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
+    session = df.session if hasattr(df, "session") else df.sparkSession
+    try:
+        if _is_spark(session):
+            df.coalesce(1).write.mode("overwrite").parquet(str(staging))
+            part = next(staging.glob("part-*.parquet"))
+            part.replace(target)
+        else:
+            sql = _duckdb_sql(df)
+            session._conn.execute(f"COPY ({sql}) TO '{_sql_text(str(staging))}' (FORMAT parquet)")
+            staging.replace(target)
+    finally:
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+        elif staging.exists():
+            staging.unlink()
+    return target
+
+
+def _duckdb_sql(df: DataFrame) -> str:
+    """The DuckDB SQL of a SQLFrame DataFrame (its writer lacks partitionBy, so COPY is done here)."""
+    session = df.session
+    *before, last = df._get_expressions()
+    for expression in before:  # e.g. cached frames materialised as temp tables
+        session._conn.execute(session._to_sql(expression))
+    return str(session._to_sql(last))
+
+
+def _duckdb_copy(df: DataFrame, staging: Path, partition_col: str) -> None:
+    sql = _duckdb_sql(df)
+    df.session._conn.execute(
+        f"COPY ({sql}) TO '{_sql_text(str(staging))}' "
+        f"(FORMAT parquet, PARTITION_BY ({_sql_ident(partition_col)}), FILENAME_PATTERN 'part-{{i}}')"
+    )
+
+
+def _describe_written(session: Session, staging: Path, target: Path, partition_col: str) -> PartitionedOutput:
+    prefix = f"{partition_col}="
+    values: list[int] = []
+    for child in sorted(staging.iterdir()):
+        if child.is_dir() and child.name.startswith(prefix):
+            values.append(int(child.name[len(prefix) :]))
+    if not values:
+        return PartitionedOutput(path=str(target), partition_col=partition_col, columns=())
+    df = read_partitions(session, staging, partition_col, values)
+    columns = schema_of(df)
+    counts = {int(row[0]): int(row[1]) for row in df.groupBy(partition_col).count().collect()}
+    parts: dict[int, PartitionStats] = {}
+    for value in values:
+        files = sorted(p for p in partition_dir(staging, partition_col, value).iterdir() if p.is_file())
+        data = [p for p in files if not p.name.startswith((".", "_"))]
+        parts[value] = PartitionStats(
+            rows=counts.get(value, 0),
+            files=tuple(p.name for p in data),
+            bytes=sum(p.stat().st_size for p in data),
+        )
+    return PartitionedOutput(path=str(target), partition_col=partition_col, columns=columns, partitions=parts)
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    if retired.exists():
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def _sql_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

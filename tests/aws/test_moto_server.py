@@ -1,0 +1,96 @@
+"""The launcher's promises: the `.sync` Glue integration works inside Step Functions (also in a
+`Parallel`, with `Catch`), and a test decides how a chosen Glue job run ends."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.support.moto_server import MotoServer
+
+pytestmark = pytest.mark.e2e
+
+
+def _task(job: str, catch: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::glue:startJobRun.sync",
+        "Parameters": {"JobName": job, "Arguments": {"--flywheel_context": job}},
+        "ResultPath": None,
+        "End": True,
+    }
+    if catch:
+        body["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catch}]
+    return body
+
+
+def _wait(sfn: Any, arn: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        described: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING" or time.monotonic() > deadline:
+            return described
+        time.sleep(0.05)
+
+
+def test_glue_sync_in_parallel_with_catch_and_chosen_outcomes(aws: MotoServer) -> None:
+    glue = boto3.client("glue")
+    sfn = boto3.client("stepfunctions")
+    for job in ("a", "b"):
+        glue.create_job(
+            Name=job,
+            Role="r",
+            Command={"Name": "glueetl", "ScriptLocation": "s3://x/y.py"},
+            ExecutionProperty={"MaxConcurrentRuns": 4},
+        )
+    branches = [
+        {"StartAt": job, "States": {job: _task(job, f"caught_{job}"), f"caught_{job}": {"Type": "Fail", "Error": job}}}
+        for job in ("a", "b")
+    ]
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Parallel", "Branches": branches, "End": True}}}
+    machine = sfn.create_state_machine(
+        name="m", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/r"
+    )["stateMachineArn"]
+
+    ok = _wait(sfn, sfn.start_execution(stateMachineArn=machine, name="ok")["executionArn"])
+    assert ok["status"] == "SUCCEEDED"
+
+    aws.glue_outcome("b", "TIMEOUT", error="ran out of time")
+    failed = _wait(sfn, sfn.start_execution(stateMachineArn=machine, name="bad")["executionArn"])
+    assert failed["status"] == "FAILED"
+    assert failed["error"] == "b"  # the branch's Catch ran
+    runs = [r for r in aws.glue_runs() if r["JobName"] == "b"]
+    assert [r["JobRunState"] for r in runs] == ["SUCCEEDED", "TIMEOUT"]
+    run = glue.get_job_run(JobName="b", RunId=runs[1]["Id"])["JobRun"]
+    assert run["ErrorMessage"] == "ran out of time"
+
+
+def test_hold_release_stop_and_abort(aws: MotoServer) -> None:
+    glue = boto3.client("glue")
+    sfn = boto3.client("stepfunctions")
+    glue.create_job(Name="a", Role="r", Command={"Name": "glueetl", "ScriptLocation": "s3://x/y.py"})
+    aws.glue_outcome("a", "FAILED", hold=True, error="late failure")
+    run_id = glue.start_job_run(JobName="a")["JobRunId"]
+    assert glue.get_job_run(JobName="a", RunId=run_id)["JobRun"]["JobRunState"] == "RUNNING"
+    assert aws.release_glue(job_name="a") == [run_id]
+    assert glue.get_job_run(JobName="a", RunId=run_id)["JobRun"]["JobRunState"] == "FAILED"
+
+    aws.glue_outcome("a", hold=True)
+    held = glue.start_job_run(JobName="a")["JobRunId"]
+    stopped = glue.batch_stop_job_run(JobName="a", JobRunIds=[held])
+    assert stopped["SuccessfulSubmissions"][0]["JobRunId"] == held
+    assert glue.get_job_run(JobName="a", RunId=held)["JobRun"]["JobRunState"] == "STOPPED"
+
+    definition = {"StartAt": "a", "States": {"a": _task("a")}}
+    machine = sfn.create_state_machine(
+        name="m", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/r"
+    )["stateMachineArn"]
+    aws.glue_outcome("a", hold=True)
+    arn = sfn.start_execution(stateMachineArn=machine, name="x")["executionArn"]
+    time.sleep(0.3)
+    sfn.stop_execution(executionArn=arn)
+    assert _wait(sfn, arn)["status"] == "ABORTED"

@@ -94,3 +94,21 @@ def test_hold_release_stop_and_abort(aws: MotoServer) -> None:
     time.sleep(0.3)
     sfn.stop_execution(executionArn=arn)
     assert _wait(sfn, arn)["status"] == "ABORTED"
+
+
+def test_calls_are_recorded_as_iam_actions(aws: MotoServer) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="bkt")
+    s3.put_object(Bucket="bkt", Key="k/x", Body=b"1")
+    s3.list_objects_v2(Bucket="bkt", Prefix="k/")
+    s3.head_object(Bucket="bkt", Key="k/x")
+    boto3.client("sns").create_topic(Name="t")
+    boto3.client("glue").get_jobs()
+    assert aws.calls() == [
+        "s3:CreateBucket",
+        "s3:PutObject",
+        "s3:ListBucket",
+        "s3:GetObject",
+        "sns:CreateTopic",
+        "glue:GetJobs",
+    ]

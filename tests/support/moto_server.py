@@ -15,7 +15,9 @@ serving:
    optionally only those whose arguments match (e.g. `--flywheel_context`), end FAILED, TIMEOUT,
    ERROR or STOPPED with an `ErrorMessage`, or stay RUNNING for some seconds, or until released
    (`POST /_flywheel/glue/release`);
-4. `BatchStopJobRun` and `StopJobRun`-like stopping mark runs STOPPED.
+4. `BatchStopJobRun` marks active runs STOPPED;
+5. every AWS call is recorded as an IAM action with the caller's access key (`GET /_flywheel/calls`):
+   the tests check the Terraform IAM policies against what flywheel (and the state machine) called.
 
 Tests use `MotoServer` (start, stop, rule helpers); the pytest fixture is in `tests/aws/conftest.py`.
 """
@@ -24,13 +26,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -66,6 +71,7 @@ class _Control:
     rules: list[_Rule] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     runs: dict[str, Any] = field(default_factory=dict)  # JobRunId -> FakeJobRun (for release / listing)
+    calls: list[dict[str, str]] = field(default_factory=list)  # every AWS call: principal and IAM action
 
     def take(self, job_name: str, arguments: Mapping[str, str]) -> _Rule | None:
         with self.lock:
@@ -237,8 +243,63 @@ def _patch_sfn_execution_names() -> None:
     StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
 
 
+SFN_INTERNAL_KEY = "ak"
+"""The access key moto's Step Functions uses for its own service integrations (the state machine role)."""
+
+_IAM_PREFIX = {"monitoring": "cloudwatch", "email": "ses"}
+_CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/")
+
+
+def _s3_action(method: str, path: str, query: Mapping[str, list[str]]) -> str:
+    """The IAM action of an S3 REST call (path-style addressing, as botocore uses for an IP endpoint)."""
+    parts = path.lstrip("/").split("/", 1)
+    has_key = len(parts) == 2 and parts[1] != ""
+    if not has_key:
+        if "delete" in query:
+            return "DeleteObject"
+        if "versions" in query:
+            return "ListBucketVersions"
+        if "location" in query:
+            return "GetBucketLocation"
+        return {"GET": "ListBucket", "HEAD": "ListBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket"}.get(
+            method, f"Bucket{method.title()}"
+        )
+    if "tagging" in query:
+        return "GetObjectTagging" if method == "GET" else "PutObjectTagging"
+    return {"GET": "GetObject", "HEAD": "GetObject", "PUT": "PutObject", "POST": "PutObject"}.get(
+        method, "DeleteObject" if method == "DELETE" else f"Object{method.title()}"
+    )
+
+
+def _record_call(environ: dict[str, Any]) -> None:
+    """Note who called which IAM action, for the tests that check the Terraform IAM policies."""
+    match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if match is None:
+        return
+    principal, service = match.group(1), match.group(2)
+    query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    operation = ""
+    if target:
+        operation = target.rsplit(".", 1)[-1]
+    elif service == "s3":
+        operation = _s3_action(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), query)
+    elif "Action" in query:
+        operation = query["Action"][0]
+    elif environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(raw)
+        operation = urllib.parse.parse_qs(raw.decode("utf-8", "replace")).get("Action", [""])[0]
+    if not operation:
+        operation = f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"
+    action = f"{_IAM_PREFIX.get(service, service)}:{operation}"
+    with _CONTROL.lock:
+        _CONTROL.calls.append({"principal": principal, "action": action})
+
+
 def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-    """Wrap moto's WSGI app with the `/_flywheel/` control endpoints."""
+    """Wrap moto's WSGI app with the `/_flywheel/` control endpoints and the call recorder."""
 
     def reply(start_response: Callable[..., Any], code: int, body: Any) -> list[bytes]:
         data = json.dumps(body, default=str).encode()
@@ -249,6 +310,8 @@ def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
     def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
         if not path.startswith(CONTROL_PREFIX):
+            if not path.startswith("/moto-api"):
+                _record_call(environ)
             return app(environ, start_response)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
@@ -287,10 +350,15 @@ def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
                     for i, r in _CONTROL.runs.items()
                 ]
             return reply(start_response, 200, {"runs": runs})
+        if action == "calls":
+            with _CONTROL.lock:
+                calls = list(_CONTROL.calls)
+            return reply(start_response, 200, {"calls": calls})
         if action == "reset" and environ["REQUEST_METHOD"] == "POST":
             with _CONTROL.lock:
                 _CONTROL.rules.clear()
                 _CONTROL.runs.clear()
+                _CONTROL.calls.clear()
             return reply(start_response, 200, {"ok": True})
         return reply(start_response, 404, {"error": f"unknown control action {action!r}"})
 
@@ -391,6 +459,14 @@ class MotoServer:
         with urllib.request.urlopen(self.endpoint + CONTROL_PREFIX + "glue/runs", timeout=10) as response:
             runs: list[dict[str, Any]] = json.loads(response.read())["runs"]
         return runs
+
+    def calls(self, *, state_machine: bool = False) -> list[str]:
+        """IAM actions called since the last reset, in order: by clients (flywheel, the test), or with
+        `state_machine=True` by Step Functions' own service integrations (what the state machine role
+        needs)."""
+        with urllib.request.urlopen(self.endpoint + CONTROL_PREFIX + "calls", timeout=10) as response:
+            calls: list[dict[str, str]] = json.loads(response.read())["calls"]
+        return [c["action"] for c in calls if (c["principal"] == SFN_INTERNAL_KEY) == state_machine]
 
     def reset(self) -> None:
         """Forget every resource, rule and run (between tests sharing one server)."""

@@ -148,7 +148,8 @@ def _start(
             print_plan(console, planned, dry_run=False)
             console.print(f"run {run_id} started", style="bold")
 
-    observers = [] if as_json else [ProgressPrinter(console, session.spec)]
+    observers: list[Any] = [] if as_json else [ProgressPrinter(console, session.spec)]
+    observers += _notifiers(session, as_json=as_json)
     options = api.RunOptions(observers=observers, overrides=overrides, max_parallel=max_parallel, on_planned=announce)
     result = api.execute(session, request, options)
     view = api.RunView(session=session, state=result.state)
@@ -161,6 +162,25 @@ def _start(
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     if result.outcome.value != "succeeded":
         raise typer.Exit(int(ExitCode.STEP_FAILED))
+
+
+def _notifiers(session: Any, *, as_json: bool) -> list[Any]:
+    """The environment's notification channels (and the console one unless --json), see flywheel.notify."""
+    import shlex
+
+    from flywheel import api
+    from flywheel.notify import build_notifiers
+
+    home_flag = "" if session.home == api.resolve_home(None) else f" --home {shlex.quote(str(session.home))}"
+    return list(
+        build_notifiers(
+            session.project.config.environment(session.env_name),
+            session.spec,
+            home=session.home,
+            console=None if as_json else lambda text: console.print(text, markup=False),
+            resume_options=home_flag,
+        )
+    )
 
 
 def _state_json(view: Any) -> dict[str, Any]:
@@ -444,6 +464,17 @@ def _mount_data_app() -> None:
 
 
 _mount_data_app()
+
+
+def _mount_incidents() -> None:
+    from flywheel.incidents_cli import incident_app, incidents_app, report
+
+    app.add_typer(incidents_app, name="incidents")
+    app.add_typer(incident_app, name="incident")
+    app.command("report")(report)
+
+
+_mount_incidents()
 
 
 def main() -> None:

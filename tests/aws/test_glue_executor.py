@@ -35,7 +35,12 @@ from flywheel.spec import StepKey, load_project
 from tests.aws.resources import create_bucket, create_glue_jobs, glue_step, tiny_aws_project
 from tests.support.moto_server import MotoServer
 
-FAST: dict[str, Any] = {"poll_seconds": 0.05, "max_poll_seconds": 0.2, "stop_wait_seconds": 5.0, "concurrency_wait_seconds": 10.0}
+FAST: dict[str, Any] = {
+    "poll_seconds": 0.05,
+    "max_poll_seconds": 0.2,
+    "stop_wait_seconds": 5.0,
+    "concurrency_wait_seconds": 10.0,
+}
 
 
 def invocation(step: str = "a", *, run_id: int = 7, attempt: int = 1, context: str | None = None) -> StepInvocation:

@@ -90,8 +90,13 @@ def list_incidents(
         console.print(f"no incidents of {session.pipeline}" + (f" in {env}" if env else ""))
         return
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for column in ("id", "env", "status", "opened", "step", "cause", "error", "recovery", "saved", "notes"):
-        table.add_column(column, overflow="fold" if column == "error" else "ellipsis")
+    wide = console.width >= 120  # the error needs room; `incident show` always has it
+    columns = ("id", "env", "status", "opened", "step", "cause", "recovery", "saved", "notes", "error")
+    for column in columns if wide else columns[:-1]:
+        if column == "error":
+            table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=60)
+        else:
+            table.add_column(column, no_wrap=True, min_width=len(column))
     style = {"open": "red", "resolved": "green", "superseded": "dim"}
     for inc in found:
         f = inc.primary
@@ -100,13 +105,13 @@ def list_incidents(
             str(inc.id),
             inc.env,
             Text(inc.status.value, style[inc.status.value]),
-            _when(inc.opened_at),
-            str(f.key),
+            _when(inc.opened_at)[5:16],
+            Text(str(f.key)),
             inc.cause.value,
-            Text(error),
             _dur(inc.recovery_seconds),
             _dur(inc.time_saved.wall_seconds) if inc.time_saved and inc.time_saved.wall_seconds else "",
             str(len(inc.notes) or ""),
+            *([Text(error)] if wide else []),
         )
     console.print(table)
 
@@ -152,6 +157,7 @@ def incidents_report(
 
 def _print_summary(summary: Any, pipeline: str) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     period = f"since {_when(summary.since)}" if summary.since else "all time"
     console.print(
@@ -167,7 +173,7 @@ def _print_summary(summary: Any, pipeline: str) -> None:
         table.add_column(f"by {title}")
         table.add_column("failures", justify="right")
         for name, count in counts.items():
-            table.add_row(name, str(count))
+            table.add_row(Text(name), str(count))
         console.print()
         console.print(table)
     if summary.repeat_offenders:

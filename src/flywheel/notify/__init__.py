@@ -58,6 +58,7 @@ class Message:
     run_id: int
     step: str | None = None
     resume_command: str | None = None
+    brief: tuple[str, ...] = ()  # for a terminal that already shows the progress lines: the advice only
 
     @property
     def text(self) -> str:
@@ -248,11 +249,11 @@ class Composer:
         if len(error) > MAX_ERROR_CHARS:
             error = error[:MAX_ERROR_CHARS] + " …"
         resume = self.resume_command(started.run_id)
+        advice = [f"cause: {cause.value}", *(f"hint: {hint}" for hint in hints)]
         lines = [
             f"{number}{event.key} failed after {duration_text(event.duration)} (attempt {event.attempt})",
             f"error: {error}",
-            f"cause: {cause.value}",
-            *(f"hint: {hint}" for hint in hints),
+            *advice,
         ]
         if self.history is not None:
             try:
@@ -262,6 +263,7 @@ class Composer:
                 fix = None
             if fix:
                 lines.append(fix)
+                advice.append(fix)
         if started.external_id:
             lines.append(f"execution: {started.external_id}")
         log_path = ctx.logs.get((event.step, event.context, event.attempt))
@@ -280,6 +282,7 @@ class Composer:
             run_id=started.run_id,
             step=str(event.key),
             resume_command=resume,
+            brief=tuple(advice),
         )
 
     def recovery(self, ctx: _RunContext, event: RunFinished) -> Message | None:

@@ -9,7 +9,8 @@ from flywheel.notify import Message, Redactor
 
 class ConsoleNotifier:
     """Writes each message through `write` (the CLI passes a Rich console's print), indented under the
-    progress lines so that the cause, the hints and the resume command stand out."""
+    progress lines. A failure is already on a progress line, so only its advice is written: the cause,
+    the hints and a fix recorded for the same error before."""
 
     name = "console"
 
@@ -18,5 +19,8 @@ class ConsoleNotifier:
         self.redactor = redactor or Redactor()
 
     def send(self, message: Message) -> None:
-        text = "\n".join([f"  {message.title}", *(f"      {line}" for line in message.lines)])
+        if message.brief:
+            text = "\n".join(f"      {line}" for line in message.brief)
+        else:
+            text = "\n".join([f"  {message.title}", *(f"      {line}" for line in message.lines)])
         self.write(self.redactor(text))

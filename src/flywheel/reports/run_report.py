@@ -104,7 +104,8 @@ def graph_svg(spec: PipelineSpec, state: RunState) -> str:
         status = s.status.value
         fill, stroke = STATE_COLOURS[status]
         number = spec.by_id[key.step].number
-        label = key.step if len(key.step) <= 26 else key.step[:25] + "…"
+        name = f"{key.step} [{key.context}]" if key.context else key.step
+        label = name if len(name) <= 28 else name[:27] + "…"
         sub = status + (f" · {dur(s.duration)}" if s.duration is not None else "")
         if s.status is StepStatus.REUSED:
             sub = f"reused from run {s.produced_by}"
@@ -115,12 +116,7 @@ def graph_svg(spec: PipelineSpec, state: RunState) -> str:
             f"<title>{esc(tip)}</title>"
             f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="7" fill="{fill}" stroke="{stroke}"{dash}/>'
             f'<text x="{x + 10}" y="{y + 19}"><tspan font-weight="600">{number}</tspan> {esc(label)}</text>'
-            + (
-                f'<text x="{x + 10}" y="{y + 36}" class="sub">[{esc(key.context)}] {esc(sub)}</text>'
-                if key.context
-                else f'<text x="{x + 10}" y="{y + 36}" class="sub">{esc(sub)}</text>'
-            )
-            + "</g>"
+            f'<text x="{x + 10}" y="{y + 36}" class="sub">{esc(sub)}</text></g>'
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -252,7 +248,7 @@ def incident_section(inc: Incident) -> str:
         + (" (from a note)" if inc.cause is not f.cause else " (classified)")
         + f' · signature <code title="{esc(f.signature)}">{esc(f.signature_id)}</code></p>',
     ]
-    parts += [f'<p class="hint">💡 {esc(h)}</p>' for h in f.hints]
+    parts += [f'<p class="hint"><b>hint:</b> {esc(h)}</p>' for h in f.hints]
     for past in inc.past_fixes[:3]:
         parts.append(
             f"<p>same error in incident {past.incident_id} ({esc(when(past.at))}): fixed by "

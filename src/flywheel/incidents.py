@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from flywheel.errors import NotFound, UsageError
 from flywheel.events import Event, IncidentNoted, RunStarted, StepFailed, StepReused, StepStarted
@@ -704,3 +705,98 @@ def summarize(found: Iterable[Incident], *, since: float | None = None, now: flo
         saved_dpu_hours=sum(dpus) if dpus else None,
         repeat_offenders=tuple(offenders),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON-ready views (for --json, the reports and the dashboard)
+
+
+def _saved_dict(saved: TimeSaved | None) -> dict[str, float | None] | None:
+    if saved is None:
+        return None
+    return {"wall_seconds": saved.wall_seconds, "compute_seconds": saved.compute_seconds, "dpu_hours": saved.dpu_hours}
+
+
+def incident_dict(inc: Incident) -> dict[str, Any]:
+    """An incident as plain JSON values."""
+    return {
+        "id": inc.id,
+        "pipeline": inc.pipeline,
+        "env": inc.env,
+        "status": inc.status.value,
+        "opened_at": inc.opened_at,
+        "opened_by": inc.opened_by,
+        "runs": list(inc.runs),
+        "execution": inc.execution,
+        "cause": inc.cause.value,
+        "step": str(inc.primary.key),
+        "error_type": inc.primary.error_type,
+        "error_message": inc.primary.error_message,
+        "hints": list(inc.primary.hints),
+        "signature": inc.primary.signature,
+        "signature_id": inc.primary.signature_id,
+        "failures": [
+            {
+                "run_id": f.run_id,
+                "key": str(f.key),
+                "at": f.at,
+                "error_type": f.error_type,
+                "error_message": f.error_message,
+                "attempts": f.attempts,
+                "duration": f.duration,
+                "exit_code": f.exit_code,
+                "log_path": f.log_path,
+                "cause": f.cause.value,
+                "hints": list(f.hints),
+                "signature": f.signature,
+                "signature_id": f.signature_id,
+            }
+            for f in inc.failures
+        ],
+        "closed_by": inc.closed_by,
+        "closed_at": inc.closed_at,
+        "recovery_seconds": inc.recovery_seconds,
+        "reused": [
+            {"key": str(r.key), "source_run": r.source_run, "duration": r.duration, "dpu_hours": r.dpu_hours}
+            for r in inc.reused
+        ],
+        "time_saved": _saved_dict(inc.time_saved),
+        "notes": [
+            {"at": n.at, "user": n.user, "cause": n.cause, "fix": n.fix, "category": n.category} for n in inc.notes
+        ],
+        "past_fixes": [
+            {"incident_id": p.incident_id, "key": str(p.key), "at": p.at, "fix": p.note.fix, "user": p.note.user}
+            for p in inc.past_fixes
+        ],
+        "resume_command": inc.resume_command if inc.status is IncidentStatus.OPEN else None,
+    }
+
+
+def summary_dict(summary: IncidentSummary) -> dict[str, Any]:
+    return {
+        "since": summary.since,
+        "until": summary.until,
+        "count": len(summary.incidents),
+        "open": summary.open_count,
+        "by_step": dict(summary.by_step),
+        "by_cause": dict(summary.by_cause),
+        "by_env": dict(summary.by_env),
+        "mttr_seconds": summary.mttr_seconds,
+        "time_saved": {
+            "wall_seconds": summary.saved_wall_seconds,
+            "compute_seconds": summary.saved_compute_seconds,
+            "dpu_hours": summary.saved_dpu_hours,
+        },
+        "repeat_offenders": [
+            {
+                "key": str(o.key),
+                "error_type": o.error_type,
+                "signature": o.signature,
+                "count": o.count,
+                "incidents": list(o.incidents),
+                "last_fix": o.last_fix,
+            }
+            for o in summary.repeat_offenders
+        ],
+        "incidents": [incident_dict(i) for i in summary.incidents],
+    }

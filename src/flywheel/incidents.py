@@ -101,14 +101,15 @@ def classify(step: StepSpec | None, error_type: str, message: str) -> tuple[Caus
 
     Rules are regular expressions searched (case-insensitively) in `"{error_type}: {message}"`, so a
     rule can anchor on the error type (`^DataQualityError`) or match words of the message. The first
-    matching rule names the cause; the hints of all matching rules are shown, most specific first.
+    matching rule names the cause; the hints of every matching rule of that cause are shown, in order
+    (hints of another cause would only contradict the classification).
     """
     subject = f"{error_type}: {message}"
     cause: Cause | None = None
     hints: list[str] = []
     for rules in ((step.causes if step is not None else ()), GENERIC_RULES):
         for rule in rules:
-            if re.search(rule.match, subject, re.IGNORECASE):
+            if (cause is None or rule.cause == cause.value) and re.search(rule.match, subject, re.IGNORECASE):
                 cause = cause or Cause(rule.cause)
                 if rule.hint and rule.hint not in hints:
                     hints.append(rule.hint)

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.aws import glue_entry as contract
-from flywheel.errors import DefinitionError
+from flywheel.errors import DefinitionError, UsageError
 from flywheel.executors.base import Attempt, Outcome
 from flywheel.invocation import StepInvocation
 from flywheel.params import expand
@@ -207,6 +208,23 @@ class GlueClients:
         )
 
 
+DEFAULT_POLL_SECONDS = 5.0
+POLL_ENV = "FLYWHEEL_GLUE_POLL_SECONDS"
+
+
+def _default_poll_seconds() -> float:
+    """The first polling interval: `$FLYWHEEL_GLUE_POLL_SECONDS`, else 5 s (it grows to `max_poll_seconds`)."""
+    text = os.environ.get(POLL_ENV)
+    if not text:
+        return DEFAULT_POLL_SECONDS
+    try:
+        return max(0.01, float(text))
+    except ValueError:
+        raise UsageError(
+            f"{POLL_ENV}={text!r} is not a number of seconds", fix=f"unset {POLL_ENV} or set e.g. 2"
+        ) from None
+
+
 class _AttemptLog:
     """The local log of a Glue attempt: what flywheel did and saw (the job's own output is in CloudWatch)."""
 
@@ -239,7 +257,7 @@ class GlueExecutor:
         env_name: str,
         env: EnvironmentSpec,
         clients: GlueClients | None = None,
-        poll_seconds: float = 5.0,
+        poll_seconds: float | None = None,
         max_poll_seconds: float = 60.0,
         stop_wait_seconds: float = 300.0,
         concurrency_wait_seconds: float = 1800.0,
@@ -253,7 +271,7 @@ class GlueExecutor:
         self.env_name = env_name
         self.aws = aws_settings(env, env_name)
         self.job_names = self._job_names(spec, env_name)
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = poll_seconds if poll_seconds is not None else _default_poll_seconds()
         self.max_poll_seconds = max_poll_seconds
         self.stop_wait_seconds = stop_wait_seconds
         self.concurrency_wait_seconds = concurrency_wait_seconds

@@ -15,8 +15,9 @@ serving:
    optionally only those whose arguments match (e.g. `--flywheel_context`), end FAILED, TIMEOUT,
    ERROR or STOPPED with an `ErrorMessage`, or stay RUNNING for some seconds, or until released
    (`POST /_flywheel/glue/release`);
-4. `BatchStopJobRun` marks active runs STOPPED;
-5. every AWS call is recorded as an IAM action with the caller's access key (`GET /_flywheel/calls`):
+4. `.sync` tasks poll their job every 0.05 s instead of 0.5 s (`--sync-poll`);
+5. `BatchStopJobRun` marks active runs STOPPED;
+6. every AWS call is recorded as an IAM action with the caller's access key (`GET /_flywheel/calls`):
    the tests check the Terraform IAM policies against what flywheel (and the state machine) called.
 
 Tests use `MotoServer` (start, stop, rule helpers); the pytest fixture is in `tests/aws/conftest.py`.
@@ -229,6 +230,43 @@ def _patch_sfn_glue_sync() -> None:
     glue_task.StateTaskServiceGlue._eval_integration_pattern = eval_integration_pattern  # type: ignore[method-assign]
 
 
+def _patch_service_clients() -> None:
+    """Reuse one boto3 client per service and region for Step Functions' integrations: moto builds a new
+    one for every task, and the first one in a process takes over a second (warmed here in the background).
+    """
+    import functools
+
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original = boto_client.boto_client_for
+
+    @functools.cache
+    def cached(region: str, service: str) -> Any:
+        return original(region=region, service=service)
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        return cached(region, service)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("moto.stepfunctions.parser") and getattr(module, "boto_client_for", None) is original:
+            module.boto_client_for = boto_client_for  # type: ignore[attr-defined]
+
+    def warm() -> None:
+        for service in ("glue", "sns"):
+            cached("us-east-1", service)
+
+    threading.Thread(target=warm, daemon=True).start()
+
+
+def _patch_sync_poll_interval(seconds: float) -> None:
+    """moto polls a `.sync` job every 0.5 s; tests have no reason to wait that long per task."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_callback as callback,
+    )
+
+    callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = seconds  # type: ignore[misc]
+
+
 def _patch_sfn_execution_names() -> None:
     """`StartExecution` without a name gets a generated one, as in AWS (moto 5.2.5 uses `None`)."""
     import uuid
@@ -365,7 +403,7 @@ def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
     return wrapped
 
 
-def _serve(host: str, port: int) -> None:
+def _serve(host: str, port: int, sync_poll: float) -> None:
     from moto.core.config import default_user_config
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
@@ -373,11 +411,13 @@ def _serve(host: str, port: int) -> None:
     _patch_glue()
     _patch_sfn_glue_sync()
     _patch_sfn_execution_names()
+    _patch_sync_poll_interval(sync_poll)
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(host, port, _control_app(app), threaded=True, request_handler=MotoRequestHandler)
     # Step Functions calls Glue and SNS back through this same server, at `localhost:$MOTO_PORT`.
     os.environ["MOTO_PORT"] = str(server.port)
+    _patch_service_clients()
     sys.stdout.write(f"{READY_MARK}{server.port}\n")
     sys.stdout.flush()
     server.serve_forever()
@@ -387,8 +427,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed when ready)")
+    parser.add_argument("--sync-poll", type=float, default=0.05, help="seconds between `.sync` job polls")
     args = parser.parse_args(argv)
-    _serve(args.host, args.port)
+    _serve(args.host, args.port, args.sync_poll)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -155,8 +155,10 @@ PlanInputsHook = Callable[[Session, Journal, PlanRequest, RunState | None], Plan
 
 
 def gather_inputs(session: Session, journal: Journal, request: PlanRequest, source: RunState | None) -> PlanInputs:
-    latest = latest_successes(journal, session.pipeline, session.env_name) if request.skip else {}
-    return PlanInputs(source=source, latest=latest)
+    """The default facts: recorded successes, verified outputs, staleness (`flywheel.recovery.gather`)."""
+    from flywheel.recovery import gather
+
+    return gather(session, journal, request, source)
 
 
 def prepare(
@@ -193,7 +195,13 @@ def prepare(
         raise UsageError(f"run {source.run_id} is still running", fix="wait for it, or stop it first")
     inputs = gather(session, journal, request, source)
     decided = plan(session.spec, request, inputs)
-    return PlannedRun(session=session, plan=decided, source=source, time_saved=decided.time_saved(session.spec))
+    return PlannedRun(
+        session=session,
+        plan=decided,
+        source=source,
+        time_saved=decided.time_saved(session.spec),
+        warnings=tuple(getattr(inputs, "warnings", ())),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,6 +267,7 @@ class RunOptions:
     cancel: threading.Event | None = None
     gather: PlanInputsHook = gather_inputs
     on_planned: Callable[[PlannedRun, int], None] | None = None
+    confirm: Callable[[PlannedRun], None] | None = None  # sees the plan before anything is journaled; raises to stop
 
 
 def execute(session: Session, request: PlanRequest, options: RunOptions | None = None) -> RunResult:
@@ -267,6 +276,8 @@ def execute(session: Session, request: PlanRequest, options: RunOptions | None =
     env = session.project.config.environment(session.env_name)
     with session.journal() as journal, session.lock().acquire(command=request.mode.value) as lock:
         planned = prepare(session, journal, request, gather=options.gather)
+        if options.confirm is not None:
+            options.confirm(planned)
         run_id = journal.new_run(session.pipeline, session.env_name)
         lock.update(run_id=run_id, command=request.mode.value)
         user, host = current_identity()
@@ -297,7 +308,7 @@ def execute(session: Session, request: PlanRequest, options: RunOptions | None =
             executor=options.executor
             or create_executor(env.executor, spec=session.spec, env_name=session.env_name, env=env),
             observers=options.observers,
-            fingerprinter=options.fingerprinter or Fingerprinter(),
+            fingerprinter=options.fingerprinter or _default_fingerprinter(session),
             overrides=options.overrides,
             max_parallel=options.max_parallel,
             cancel=options.cancel or threading.Event(),
@@ -306,6 +317,12 @@ def execute(session: Session, request: PlanRequest, options: RunOptions | None =
             outcome = runner.execute(planned.plan, started)
         state = fold(run_id, journal.events(run_id))
     return RunResult(run_id=run_id, outcome=outcome, state=state, planned=planned)
+
+
+def _default_fingerprinter(session: Session) -> Fingerprinter:
+    from flywheel.recovery import default_fingerprinter
+
+    return default_fingerprinter(session)
 
 
 def dry_run(session: Session, request: PlanRequest, gather: PlanInputsHook = gather_inputs) -> PlannedRun:
@@ -396,18 +413,22 @@ def mark_succeeded(
     if not note.strip():
         raise UsageError("a mark needs --note saying what was fixed", fix='add --note "what you did"')
     user, host = current_identity()
-    event = StepMarked(
-        run_id=run_id,
-        at=time.time(),
-        step=key.step,
-        context=key.context,
-        note=note,
-        user=f"{user}@{host}",
-        outputs=tuple(outputs),
-    )
     with session.journal() as journal:
         journal.run(run_id)
         with session.lock().acquire(run_id=run_id, command="mark"):
+            if not outputs:  # fingerprint the outputs as the operator left them, so a resume verifies them
+                from flywheel.recovery import mark_records
+
+                outputs = mark_records(session, key)
+            event = StepMarked(
+                run_id=run_id,
+                at=time.time(),
+                step=key.step,
+                context=key.context,
+                note=note,
+                user=f"{user}@{host}",
+                outputs=tuple(outputs),
+            )
             journal.append(event)
     return event
 

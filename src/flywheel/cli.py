@@ -150,7 +150,15 @@ def _start(
 
     observers: list[Any] = [] if as_json else [ProgressPrinter(console, session.spec)]
     observers += _notifiers(session, as_json=as_json)
-    options = api.RunOptions(observers=observers, overrides=overrides, max_parallel=max_parallel, on_planned=announce)
+    from flywheel.recovery_cli import confirm_warnings
+
+    options = api.RunOptions(
+        observers=observers,
+        overrides=overrides,
+        max_parallel=max_parallel,
+        on_planned=announce,
+        confirm=confirm_warnings(yes=yes),
+    )
     result = api.execute(session, request, options)
     view = api.RunView(session=session, state=result.state)
     if as_json:
@@ -280,9 +288,16 @@ def resume(
     max_parallel: ParallelOpt = None,
 ) -> None:
     """Continue a failed or interrupted run: reuse what finished, run what is left."""
+    from flywheel.errors import NotFound
     from flywheel.planner import Mode, PlanRequest
 
-    session = _session(pipeline, env, home, run_id)
+    try:
+        session = _session(pipeline, env, home, run_id)
+    except NotFound as exc:  # the run's journal is gone: there is nothing to resume from, only to redo
+        raise NotFound(
+            f"{exc.message}: without its journal flywheel cannot tell which steps finished",
+            fix="start a full refresh with `flywheel run` (`flywheel runs` lists the runs this home knows)",
+        ) from None
     request = PlanRequest(
         mode=Mode.RESUME,
         source_run=run_id,
@@ -475,6 +490,16 @@ def _mount_incidents() -> None:
 
 
 _mount_incidents()
+
+
+def _mount_recovery() -> None:
+    from flywheel.recovery_cli import try_, verify
+
+    app.command("verify")(verify)
+    app.command("try")(try_)
+
+
+_mount_recovery()
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from flywheel.errors import BackendError, NotFound
 from flywheel.events import Event, EventKind, RunStarted, event_from_body
+from flywheel.killswitch import KillSwitch
 
 SCHEMA_VERSION = 2
 
@@ -74,6 +75,7 @@ class Journal:
                 fix="check the file is a flywheel journal; restore it from backup or move it aside",
             ) from None
         self._lock = threading.Lock()
+        self._kill = KillSwitch.from_environment()
 
     def close(self) -> None:
         self._db.close()
@@ -136,8 +138,12 @@ class Journal:
             )
             for e in events
         ]
+        if self._kill is not None:
+            self._kill.before(events)
         with self._transaction() as db:
             db.executemany("INSERT INTO events(run_id, kind, step, context, at, body) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        if self._kill is not None:
+            self._kill.after()
 
     # -- reading -----------------------------------------------------------------------------
 

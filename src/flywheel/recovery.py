@@ -1,0 +1,384 @@
+"""The runbook's warnings as checks: verify before reusing, rerun what is stale, refuse to guess.
+
+`gather` is the default fact-gathering hook of `api.prepare`: before a plan reuses a step, its recorded
+outputs are checked against what is there now (`invalid`), its code, parameters and inputs against what
+it ran with (`stale`), and a resume where nothing changed since a failure carries a warning that the
+same error is likely. State beyond repair (a run with no journal, outputs of several finished steps
+gone) is refused with the fix: a full `flywheel run`. `verify_run` is the checklist behind
+`flywheel verify`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flywheel.errors import PlanRefused
+from flywheel.outputs import (
+    CheckStatus,
+    OutputCheck,
+    OutputFingerprinter,
+    StepFingerprint,
+    modified_after,
+    verify_record,
+)
+from flywheel.params import resolve_outputs
+from flywheel.planner import Mode, PlanInputs, PlanRequest, Provenance, parse_selectors
+from flywheel.spec import StepKey
+from flywheel.state import RunState, StepState, StepStatus
+
+if TYPE_CHECKING:
+    from flywheel.api import Session
+    from flywheel.journal import Journal
+
+log = logging.getLogger(__name__)
+
+BUDGET_FLOOR_SECONDS = 0.1
+BUDGET_SHARE = 0.01
+"""Verifying a step may take max(1% of the time it took to produce its outputs, 100 ms)."""
+
+TRANSIENT_TYPES = frozenset({"Timeout", "Killed", "Interrupted", "catalog-busy"})
+TRANSIENT_TEXT = re.compile(
+    r"throttl|rate.?exceeded|too many requests|slow ?down|service ?unavailable|temporar|timed? ?out"
+    r"|connection (reset|refused|aborted)|concurrent ?runs ?exceeded|try again",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class RecoveryInputs(PlanInputs):
+    """Plan inputs and the warnings an operator must see (and confirm) before the plan runs."""
+
+    warnings: tuple[str, ...] = ()
+
+
+def default_fingerprinter(session: Session) -> OutputFingerprinter:
+    env = session.project.config.environment(session.env_name)
+    return OutputFingerprinter(session.spec, session.env_name, env, session.home)
+
+
+# ---------------------------------------------------------------------------------------------
+# verification of one key's outputs
+
+
+@dataclass(frozen=True)
+class KeyVerification:
+    key: StepKey
+    checks: tuple[OutputCheck, ...]
+    seconds: float
+    budget: float
+
+    @property
+    def problem(self) -> str | None:
+        bad = [c for c in self.checks if not c.ok]
+        return "; ".join(f"{c.uri} {c.detail}" for c in bad) or None
+
+    @property
+    def vanished(self) -> bool:
+        return any(c.status is CheckStatus.MISSING for c in self.checks)
+
+
+def verify_key(
+    fingerprinter: OutputFingerprinter, key: StepKey, records: Sequence[Mapping[str, Any]], produced_in: float = 0.0
+) -> KeyVerification:
+    """Check every recorded output of a key; log when it took longer than its budget."""
+    began = time.perf_counter()
+    params = fingerprinter.params(key)
+    checks = tuple(verify_record(r, params) for r in records if "uri" in r)
+    seconds = time.perf_counter() - began
+    budget = max(BUDGET_SHARE * produced_in, BUDGET_FLOOR_SECONDS)
+    if seconds > budget:
+        log.warning("verifying %s took %.3f s, over its budget of %.3f s", key, seconds, budget)
+    return KeyVerification(key, checks, seconds, budget)
+
+
+# ---------------------------------------------------------------------------------------------
+# gathering plan inputs
+
+
+def _refuse_full_refresh(message: str, details: tuple[str, ...] = ()) -> PlanRefused:
+    return PlanRefused(
+        message,
+        details=details,
+        fix="start a full refresh with `flywheel run` (add --dry-run first to see it); "
+        "resuming would have to guess what the lost state held",
+    )
+
+
+def _done(step: StepState) -> bool:
+    return step.status.done
+
+
+def gather(session: Session, journal: Journal, request: PlanRequest, source: RunState | None) -> PlanInputs:
+    """Facts for the planner: outputs that no longer verify, stale steps, warnings for the operator."""
+    from flywheel.api import latest_successes
+
+    fp = default_fingerprinter(session)
+    spec = session.spec
+    latest: dict[StepKey, Provenance] = (
+        latest_successes(journal, session.pipeline, session.env_name) if request.skip else {}
+    )
+    if source is not None and source.started is None:
+        raise _refuse_full_refresh(
+            f"the journal of run {source.run_id} is incomplete (it has no start event), so flywheel cannot "
+            "tell which of its steps finished"
+        )
+    if source is not None and request.mode is Mode.RESUME:
+        _refuse_while_orphans_run(session, source)
+
+    invalid: dict[StepKey, str] = {}
+    vanished: dict[str, list[str]] = {}
+    for key in spec.keys:
+        records: Sequence[Mapping[str, Any]] = ()
+        took = 0.0
+        if source is not None and _done(source.step(key)):
+            records, took = source.step(key).outputs, source.step(key).duration or 0.0
+        elif key in latest:
+            records, took = latest[key].outputs, latest[key].duration
+        if not records:
+            continue
+        result = verify_key(fp, key, records, took)
+        if result.problem:
+            invalid[key] = result.problem
+        if result.vanished:
+            vanished.setdefault(key.step, []).append(f"{key}: {result.problem}")
+    if request.mode is Mode.RESUME and len(vanished) >= 2:
+        raise _refuse_full_refresh(
+            f"the state of run {source.run_id if source else '?'} is beyond repair: outputs of "
+            f"{len(vanished)} finished steps are gone",
+            details=tuple(line for lines in vanished.values() for line in lines),
+        )
+
+    stale: dict[StepKey, str] = {}
+    current: dict[StepKey, StepFingerprint] = {}
+    for key in spec.keys:
+        step = source.step(key) if source is not None else None
+        if step is None or step.status not in (StepStatus.SUCCEEDED, StepStatus.REUSED, StepStatus.FAILED):
+            continue
+        recorded = StepFingerprint.from_text(step.fingerprint)
+        if recorded is None:
+            continue
+        current[key] = fp.fingerprint(key, fp.params(key))
+        change = current[key].changes_since(recorded)
+        if change is not None and step.status.done:
+            stale[key] = change
+
+    warnings = root_cause_warnings(session, fp, request, source, invalid, stale, current)
+    return RecoveryInputs(source=source, latest=latest, invalid=invalid, stale=stale, warnings=warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# "did you fix the root cause?"
+
+
+def is_transient(session: Session, step: StepState) -> bool:
+    """Timeouts, kills, throttling and causes the pipeline calls `resource`: retrying may well work."""
+    if step.error_type in TRANSIENT_TYPES:
+        return True
+    text = f"{step.error_type or ''}: {step.error_message or ''}"
+    if TRANSIENT_TEXT.search(text):
+        return True
+    rules = session.spec.step(step.key.step).causes
+    return any(rule.cause == "resource" and re.search(rule.match, text) for rule in rules)
+
+
+def _ancestors(session: Session, key: StepKey) -> set[StepKey]:
+    spec = session.spec
+    out: set[StepKey] = set()
+    frontier = list(spec.upstream_keys(key))
+    while frontier:
+        up = frontier.pop()
+        if up not in out:
+            out.add(up)
+            frontier.extend(spec.upstream_keys(up))
+    return out
+
+
+def root_cause_warnings(
+    session: Session,
+    fp: OutputFingerprinter,
+    request: PlanRequest,
+    source: RunState | None,
+    invalid: Mapping[StepKey, str],
+    stale: Mapping[StepKey, str],
+    current: Mapping[StepKey, StepFingerprint],
+) -> tuple[str, ...]:
+    """A warning per failed step that would rerun exactly as it failed: same code, parameters, raw
+    inputs and settings, every upstream output reused unchanged, and nothing the step reads (a
+    catalog, a configuration folder) modified since the run ended."""
+    if request.mode is not Mode.RESUME or source is None:
+        return ()
+    only = set(parse_selectors(session.spec, request.only, flag="--only")) if request.only else None
+    warnings: list[str] = []
+    for key in source.failed_keys:
+        step = source.step(key)
+        if (only is not None and key not in only) or is_transient(session, step) or key not in current:
+            continue
+        recorded = StepFingerprint.from_text(step.fingerprint)
+        if recorded is None or current[key].changes_since(recorded) is not None:
+            continue
+        ended = source.finished_at or source.last_event_at or 0.0
+        if modified_after(fp.read_paths(key, fp.params(key)), ended):
+            continue  # something the step reads was changed after the run: likely the fix
+        ancestors = _ancestors(session, key)
+        changed_upstream = [
+            up
+            for up in ancestors
+            if not source.step(up).status.done or up in invalid or (up in stale and not request.reuse_stale)
+        ]
+        if changed_upstream:
+            continue
+        warnings.append(
+            f"nothing changed since {key} failed in run {source.run_id} ({step.error_type}: "
+            f"{_first_line(step.error_message)}): same code, parameters, inputs and settings, so the same "
+            f"error is likely. Did you fix the root cause? (`flywheel logs {source.run_id} --step {key}`)"
+        )
+    return tuple(warnings)
+
+
+def _first_line(text: str | None, limit: int = 160) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# step processes left running by a runner that died
+
+
+@dataclass(frozen=True)
+class Orphan:
+    pid: int
+    key: str
+
+
+def live_step_processes(home: Path, run_id: int) -> list[Orphan]:
+    """Step processes of `run_id` in this home that are still alive (Linux `/proc`; else none).
+
+    A runner killed with SIGKILL cannot stop its steps, which run in their own sessions; rerunning one
+    while the old process still writes the same outputs would corrupt them.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    found: list[Orphan] = []
+    wanted = f"FLYWHEEL_RUN_ID={run_id}".encode()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted not in environ:
+            continue
+        values = dict(item.decode(errors="replace").partition("=")[::2] for item in environ if b"=" in item)
+        try:
+            params = json.loads(values.get("FLYWHEEL_PARAMS", "{}"))
+        except ValueError:
+            continue
+        if str(params.get("home")) != str(home):
+            continue
+        context = values.get("FLYWHEEL_CONTEXT") or ""
+        key = values.get("FLYWHEEL_STEP", "?") + (f"[{context}]" if context else "")
+        found.append(Orphan(int(entry.name), key))
+    return found
+
+
+def _refuse_while_orphans_run(session: Session, source: RunState) -> None:
+    if source.status.value != "interrupted" or source.finished_at is not None:
+        return  # a run that ended cleanly stopped its steps
+    orphans = live_step_processes(session.home, source.run_id)
+    if orphans:
+        pids = " ".join(f"-{o.pid}" for o in orphans)
+        raise PlanRefused(
+            f"run {source.run_id}'s runner died but {len(orphans)} of its steps still run: "
+            + ", ".join(f"{o.key} (pid {o.pid})" for o in orphans),
+            fix=f"wait for them to end, or stop them with `kill -TERM -- {pids}`; then resume",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# verify a finished run; fingerprint outputs for a mark
+
+
+@dataclass(frozen=True)
+class KeyReport:
+    key: StepKey
+    number: int
+    status: StepStatus
+    checks: tuple[OutputCheck, ...] = ()
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and all(c.ok for c in self.checks)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    run_id: int
+    keys: tuple[KeyReport, ...] = field(default_factory=tuple)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(k.ok for k in self.keys)
+
+    @property
+    def problems(self) -> int:
+        return sum(not k.ok for k in self.keys)
+
+
+def verify_run(session: Session, run_id: int | None = None) -> VerifyReport:
+    """Check every declared output of a run: present and matching its fingerprint.
+
+    A step that did not finish in the run (failed, skipped, never started) is a problem too: its
+    outputs were not produced.
+    """
+    from flywheel.api import status
+
+    began = time.perf_counter()
+    view = status(session, run_id)
+    state = view.state
+    fp = default_fingerprinter(view.session)
+    reports: list[KeyReport] = []
+    for key in session.spec.keys:
+        step = state.step(key)
+        number = session.spec.step(key.step).number
+        if not step.status.done:
+            what = {
+                StepStatus.FAILED: "failed",
+                StepStatus.SKIPPED: "skipped",
+                StepStatus.INTERRUPTED: "interrupted",
+                StepStatus.RUNNING: "still running",
+            }.get(step.status, "not executed")
+            reports.append(KeyReport(key, number, step.status, problem=f"{what} in run {state.run_id}"))
+            continue
+        records = step.outputs
+        if not any("uri" in r for r in records):  # nothing recorded: at least check the declared outputs exist
+            params = fp.params(key)
+            records = fp.output_records(key, resolve_outputs(session.spec, key, params), (), params)
+            checks = tuple(
+                OutputCheck(str(r["uri"]), str(r.get("kind")), CheckStatus.MISSING, "gone")
+                if r.get("missing")
+                else OutputCheck(str(r["uri"]), str(r.get("kind")), CheckStatus.UNCHECKED, "present, no fingerprint")
+                for r in records
+            )
+        else:
+            checks = verify_key(fp, key, records, step.duration or 0.0).checks
+        reports.append(KeyReport(key, number, step.status, checks))
+    return VerifyReport(run_id=state.run_id, keys=tuple(reports), seconds=time.perf_counter() - began)
+
+
+def mark_records(session: Session, key: StepKey) -> tuple[Mapping[str, Any], ...]:
+    """Fingerprints of a key's declared outputs as they are now (for `flywheel mark`)."""
+    fp = default_fingerprinter(session)
+    params = fp.params(key)
+    return fp.output_records(key, resolve_outputs(session.spec, key, params), (), params)

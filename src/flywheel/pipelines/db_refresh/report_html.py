@@ -86,7 +86,8 @@ def bar_chart(
 ) -> str:
     """A horizontal bar chart as inline SVG; bars take the colour of their status when given."""
     colours = {"ok": "#3f9142", "warn": "#d9a400", "fail": "#cf3030"}
-    label_w, value_w, gap = 170, 90, 4
+    longest = max((len(label) for label in labels), default=0)
+    label_w, value_w, gap = min(max(80, 7 * longest + 12), width // 2), 90, 4
     plot_w = max(width - label_w - value_w, 50)
     top = 22
     height = top + len(values) * (bar_height + gap) + 6
@@ -123,7 +124,8 @@ def line_chart(
 ) -> str:
     """A small multi-series line chart as inline SVG (history of a metric across runs)."""
     palette = ("#2680c2", "#cf3030", "#3f9142", "#d9a400", "#8662c7", "#e12d39", "#0e7c86")
-    left, right, top, bottom = 60, 150, 24, 36
+    longest = max((len(s.name) for s in series), default=0)
+    left, right, top, bottom = 60, min(max(80, 7 * longest + 40), width // 2), 24, 36
     plot_w, plot_h = width - left - right, height - top - bottom
     known = [v for s in series for v in s.values if v is not None]
     low, high = (min(known), max(known)) if known else (0.0, 1.0)

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from flywheel.invocation import JobError, JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh import catalog, engine
 from flywheel.pipelines.db_refresh.report_html import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -329,14 +329,6 @@ def resolve_schema_mapping(
     )
 
 
-def load_schema_mapping(columns: Sequence[str], config_root: str | Path | None) -> SchemaMapping:
-    """Defaults, overridden by the config file in `config_root` when there is one."""
-    path = find_config(config_root)
-    if path is None:
-        return resolve_schema_mapping(columns)
-    return resolve_schema_mapping(columns, read_config(path), source=str(path))
-
-
 def read_er_table(session: Any, er_root: str | Path) -> Any:
     """The committed ER table: only the partitions its manifest (written last) lists.
 
@@ -409,44 +401,61 @@ def build_er_table(addressable: Any, infobase: Any) -> Any:
     _check_columns(addressable, "part_addressable_ids", ("id", PARTITION_COLUMN, *MATCH_KEYS, *RECORD_COLUMNS))
     _check_columns(infobase, "part_infobase_attributes", ("id", PARTITION_COLUMN))
 
+    # Each side is a short chain (normalise, rank repeats, keep the first): SQLFrame re-plans the
+    # whole chain on every operation, so a short chain keeps planning cheap as well.
     keys = normalised_keys(F)
-    records = addressable.select(
-        F.col(PARTITION_COLUMN),
-        F.when(F.length(F.trim(F.col("id"))) > 0, F.col("id")).alias("id"),
-        *[expr.alias(name) for name, expr in keys.items()],
-        *[F.col(c) for c in RECORD_COLUMNS],
-    ).where(F.col("id").isNotNull() & F.coalesce(*[F.col(k) for k in MATCH_KEYS]).isNotNull())
+    present_id = F.when(F.length(F.trim(F.col("id"))) > 0, F.col("id"))
+    record_id = F.sha2(F.concat_ws(_SEPARATOR, F.col("id"), *[F.coalesce(k, F.lit("")) for k in keys.values()]), 256)
     newest_first = Window.partitionBy(PARTITION_COLUMN, "id", *MATCH_KEYS).orderBy(
         F.col("last_seen").desc_nulls_last(), F.col("household_id").asc_nulls_last()
     )
     unique = (
-        records.withColumn("_rank", F.row_number().over(newest_first)).where(F.col("_rank") == F.lit(1)).drop("_rank")
+        addressable.select(
+            record_id.alias("record_id"),
+            present_id.alias("id"),
+            *[expr.alias(name) for name, expr in keys.items()],
+            *[F.col(c) for c in RECORD_COLUMNS],
+            F.col(PARTITION_COLUMN),
+        )
+        .withColumn("_rank", F.row_number().over(newest_first))
+        .where(
+            F.col("id").isNotNull()
+            & F.coalesce(*[F.col(k) for k in MATCH_KEYS]).isNotNull()
+            & (F.col("_rank") == F.lit(1))
+        )
     )
-    record_id = F.sha2(
-        F.concat_ws(_SEPARATOR, F.col("id"), *[F.coalesce(F.col(k), F.lit("")) for k in MATCH_KEYS]), 256
-    )
-    unique = unique.withColumn("record_id", record_id)
 
-    taken = {"record_id", "id", *MATCH_KEYS, *RECORD_COLUMNS}
-    attributes = [c for c in infobase.columns if c not in ("id", PARTITION_COLUMN)]
     types = dict(engine.schema_of(infobase))
-    renamed = {c: (f"ib_{c}" if c in taken else c) for c in attributes}
-    profile = infobase.select(
-        F.col(PARTITION_COLUMN),
-        F.when(F.length(F.trim(F.col("id"))) > 0, F.col("id")).alias("id"),
-        *[_flat(F, c, str(types[c])).alias(renamed[c]) for c in attributes],
-    ).where(F.col("id").isNotNull())
+    renamed = attribute_names(list(types))
+    attributes = list(renamed)
     # Infobase should hold one row per id; if a feed repeats an id, keep one deterministically rather
     # than multiply that id's records (step 6 reports the duplicates).
     one_per_id = Window.partitionBy(PARTITION_COLUMN, "id").orderBy(
         *[F.col(renamed[c]).asc_nulls_last() for c in attributes]
     )
     profile = (
-        profile.withColumn("_rank", F.row_number().over(one_per_id)).where(F.col("_rank") == F.lit(1)).drop("_rank")
+        infobase.select(
+            present_id.alias("id"),
+            F.col(PARTITION_COLUMN),
+            *[_flat(F, c, types[c]).alias(renamed[c]) for c in attributes],
+        )
+        .withColumn("_rank", F.row_number().over(one_per_id))
+        .where(F.col("id").isNotNull() & (F.col("_rank") == F.lit(1)))
     )
     joined = unique.join(profile, on=[PARTITION_COLUMN, "id"], how="left")
-    ordered = ["record_id", "id", *MATCH_KEYS, *RECORD_COLUMNS, *[renamed[c] for c in attributes], PARTITION_COLUMN]
-    return joined.select(*ordered)
+    return joined.select(*er_columns(list(types)))
+
+
+def attribute_names(infobase_columns: Sequence[str]) -> dict[str, str]:
+    """Infobase column -> its name in the ER table (`ib_` in front if an addressable column has it)."""
+    taken = {"record_id", "id", *MATCH_KEYS, *RECORD_COLUMNS}
+    return {c: (f"ib_{c}" if c in taken else c) for c in infobase_columns if c not in ("id", PARTITION_COLUMN)}
+
+
+def er_columns(infobase_columns: Sequence[str]) -> list[str]:
+    """The ER table's columns, known before anything is computed: the mapping is checked against them."""
+    attributes = attribute_names(infobase_columns).values()
+    return ["record_id", "id", *MATCH_KEYS, *RECORD_COLUMNS, *attributes, PARTITION_COLUMN]
 
 
 def _flat(F: Any, column: str, dtype: str) -> Any:
@@ -461,29 +470,22 @@ def _flat(F: Any, column: str, dtype: str) -> Any:
 # the job
 
 
-def read_part_table(session: Any, params: Mapping[str, Any], name: str) -> Any:
-    """The committed partitions of `{split_root}/{name}` (placeholder until catalog.py lands)."""
-    path = engine.local_path(str(params["split_root"])) / name
-    manifest = engine.read_manifest(path)
-    if manifest is None or not manifest.partitions:
-        raise JobError(
-            f"{path} has no committed partitions; fix: run steps 1-4 first",
-            error_type=str(engine.JobErrorType.TABLE_NOT_REGISTERED),
-        )
-    return engine.read_partitions(session, path, PARTITION_COLUMN, sorted(manifest.partitions))
-
-
 def run(invocation: StepInvocation) -> JobResult:
     params = invocation.params
     er_root = engine.local_path(str(params["er_root"]))
+    prefix = str(params.get("table_prefix") or "")
+    config_file = find_config(params.get("config_root"))
+    config = read_config(config_file) if config_file else {}
     with engine.session_scope(params) as session:
-        addressable = read_part_table(session, params, "addressable_ids")
-        infobase = read_part_table(session, params, "infobase_attributes")
+        addressable = catalog.read_part_table(session, params, f"{prefix}addressable_ids")
+        infobase = catalog.read_part_table(session, params, f"{prefix}infobase_attributes")
+        # The mapping is checked against the columns the table will have before it is computed.
+        columns = er_columns(list(infobase.columns))
+        mapping = resolve_schema_mapping(columns, config, source=str(config_file or "defaults"))
         table = build_er_table(addressable, infobase)
-        # Validate the mapping against the table's real columns before writing anything.
-        mapping = load_schema_mapping(list(table.columns), params.get("config_root"))
         output = engine.write_partitioned(table, er_root / ER_TABLE, PARTITION_COLUMN)
     write_text_atomic(er_root / "schema_mapping.json", json.dumps(mapping.to_aws(), indent=2) + "\n")
+    registered = _register(params, er_root / ER_TABLE) if output.partitions else None
     log.info(
         "ER table: %d records in %d parts; schema mapping from %s", output.rows, len(output.partitions), mapping.source
     )
@@ -497,5 +499,19 @@ def run(invocation: StepInvocation) -> JobResult:
             "partitions": len(output.partitions),
             "match_keys": sorted(mapping.match_keys),
             "schema_mapping_source": mapping.source,
+            "registered_as": registered,
         },
     )
+
+
+def _register(params: Mapping[str, Any], path: Path) -> str | None:
+    """Register the ER table in the local catalog, so it can be queried beside the part tables.
+
+    On Glue the crawler or Entity Resolution's own input config does this, so only the local
+    catalog is touched, and only when one is configured.
+    """
+    if engine.engine_name(params) != "duckdb" or not params.get("catalog") or not params.get("database"):
+        return None
+    name = f"{params.get('table_prefix') or ''}addressable_ids_er"
+    info = catalog.register_table(params, name, path, partition_col=PARTITION_COLUMN)
+    return info.qualified_name

@@ -35,13 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.invocation import JobError, JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh import catalog, engine
 from flywheel.pipelines.db_refresh import report_html as h
 from flywheel.pipelines.db_refresh.jobs.create_er_table import (
     ER_TABLE,
     PARTITION_COLUMN,
     read_er_table,
-    read_part_table,
 )
 
 log = logging.getLogger(__name__)
@@ -610,7 +609,7 @@ def render_html(document: Mapping[str, Any], history: Sequence[Mapping[str, Any]
         sections.append(f"<h2>{h.esc(name)}</h2>")
         sections.append(
             h.table(
-                ["rows", "distinct ids", f"duplicate {t.key}", "duplicate rate", "parts", "part skew", "status"],
+                ["rows", "distinct ids", f"duplicate {t.key}", "duplicate rate", "parts", "part skew", "worst check"],
                 [
                     [
                         f"{t.rows:,}" + (f" (was {before.rows:,})" if before else ""),
@@ -626,11 +625,11 @@ def render_html(document: Mapping[str, Any], history: Sequence[Mapping[str, Any]
                 raw=(6,),
             )
         )
-        part_ids = sorted(t.parts)
+        part_ids = sorted(set(t.parts) | set(range(n_parts)))
         sections.append(
             h.bar_chart(
                 [f"part {p}" for p in part_ids],
-                [t.parts[p].rows for p in part_ids],
+                [t.parts[p].rows if p in t.parts else 0 for p in part_ids],
                 title=f"rows per part (skew status: {_status_of(checks, name, 'part_skew')})",
                 statuses=[_status_of(checks, name, "part_skew").value] * len(part_ids),
                 bar_height=12,
@@ -722,10 +721,10 @@ def measure(invocation: StepInvocation) -> Snapshot:
     """Metrics of the registered part tables and of the committed ER table."""
     params = invocation.params
     with engine.session_scope(params) as session:
-        addressable = read_part_table(session, params, "addressable_ids")
-        infobase = read_part_table(session, params, "infobase_attributes")
+        prefix = str(params.get("table_prefix") or "")
+        addressable = catalog.read_part_table(session, params, f"{prefix}addressable_ids")
+        infobase = catalog.read_part_table(session, params, f"{prefix}infobase_attributes")
         er = read_er_table(session, str(params["er_root"]))
-        prefix = str(params.get("table_prefix", "part_"))
         tables = {
             f"{prefix}addressable_ids": measure_table(addressable, f"{prefix}addressable_ids"),
             f"{prefix}infobase_attributes": measure_table(infobase, f"{prefix}infobase_attributes"),

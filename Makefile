@@ -48,7 +48,7 @@ test-slow: sync
 	$(RUN) pytest -q -m "slow" -p no:cacheprovider
 
 bench: sync
-	$(RUN) python bench/run_all.py
+	$(RUN) python bench/orchestrator.py
 
 # Headless Chromium for the browser tests (Debian's package; Playwright drives it, never downloads one).
 browser:

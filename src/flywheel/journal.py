@@ -2,13 +2,14 @@
 
 Only events are stored. A `runs` table allocates run ids and indexes a run's pipeline and environment
 (both immutable); a run's status is always folded from its events. WAL mode lets readers (`status`,
-the dashboard) read while a runner appends; `synchronous=FULL` makes each committed event survive a
-power loss. The schema carries a version (`PRAGMA user_version`) and migrates forward on open.
+the dashboard) read while a runner appends. Durability: see `_sync_mode`. The schema carries a
+version (`PRAGMA user_version`) and migrates forward on open.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -49,6 +50,14 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+def _sync_mode() -> str:
+    """NORMAL by default: in WAL mode a killed flywheel loses nothing, and a power loss can only drop the
+    last events (their steps then look interrupted and rerun: never a false success). FULL adds an
+    fsync per event for those who want every event to survive a power cut."""
+    mode = os.environ.get("FLYWHEEL_JOURNAL_SYNC", "normal").upper()
+    return mode if mode in ("NORMAL", "FULL", "EXTRA") else "NORMAL"
+
+
 @dataclass(frozen=True)
 class RunRow:
     run_id: int
@@ -66,7 +75,7 @@ class Journal:
         try:
             self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={_sync_mode()}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:

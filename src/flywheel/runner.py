@@ -148,27 +148,37 @@ class Runner:
     # -- scheduling ----------------------------------------------------------------------------
 
     def _schedule(self, plan: Plan, run_id: int) -> RunOutcome | None:
-        to_run = list(plan.keys(Action.RUN))
-        pending = set(to_run)
-        succeeded: set[StepKey] = set()
+        """Start each key once all its upstream keys that run in this plan have succeeded.
+
+        Dependency counters keep this linear in the size of the graph; a failure blocks only its own
+        downstream, so independent work (the other split job, the other context) still finishes.
+        """
+        to_run = plan.keys(Action.RUN)
+        order = {key: i for i, key in enumerate(to_run)}
+        waiting_on = {key: {u for u in self.spec.upstream_keys(key) if u in order} for key in to_run}
+        children: dict[StepKey, list[StepKey]] = {key: [] for key in to_run}
+        for key, ups in waiting_on.items():
+            for up in ups:
+                children[up].append(key)
+        ready = sorted((k for k, ups in waiting_on.items() if not ups), key=order.__getitem__)
         failed: set[StepKey] = set()
         blocked: set[StepKey] = set()
-        limit = self.max_parallel or self.env.max_parallel
+        limit = max(1, self.max_parallel or self.env.max_parallel)
         running: dict[Future[Outcome | None], StepKey] = {}
-        with ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="flywheel-step") as pool:
-            while pending or running:
-                if not self.cancel.is_set():
-                    for key in to_run:
-                        if key not in pending or len(running) >= limit:
-                            continue
-                        ups = [u for u in self.spec.upstream_keys(key) if u in pending or u in running.values()]
-                        bad = [u for u in self.spec.upstream_keys(key) if u in failed or u in blocked]
-                        if bad:
-                            pending.discard(key)
-                            blocked.add(key)
-                        elif not ups:
-                            pending.discard(key)
-                            running[pool.submit(self._run_key, key, run_id)] = key
+
+        def block_downstream(key: StepKey) -> None:
+            stack = list(children[key])
+            while stack:
+                child = stack.pop()
+                if child not in blocked:
+                    blocked.add(child)
+                    stack.extend(children[child])
+
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="flywheel-step") as pool:
+            while ready or running:
+                while ready and len(running) < limit and not self.cancel.is_set():
+                    key = ready.pop(0)
+                    running[pool.submit(self._run_key, key, run_id)] = key
                 if not running:
                     break
                 done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
@@ -176,11 +186,16 @@ class Runner:
                     key = running.pop(future)
                     outcome = future.result()
                     if outcome is not None and outcome.succeeded:
-                        succeeded.add(key)
+                        for child in children[key]:
+                            waiting_on[child].discard(key)
+                            if not waiting_on[child] and child not in blocked:
+                                ready.append(child)
+                        ready.sort(key=order.__getitem__)
                     elif outcome is not None:
                         failed.add(key)
-                if self.cancel.is_set() and not running:
-                    break
+                        block_downstream(key)
+                if self.cancel.is_set():
+                    ready.clear()
         if self.cancel.is_set():
             self.emit(RunInterrupted(run_id=run_id, at=time.time(), reason="stopped by signal"))
             return None

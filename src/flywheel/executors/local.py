@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from flywheel.executors.base import Attempt, Outcome
@@ -53,6 +54,34 @@ def _signal_name(code: int) -> str:
         return signal.Signals(-code).name
     except ValueError:
         return f"signal {-code}"
+
+
+@dataclass
+class _Watch:
+    done: threading.Event
+    thread: threading.Thread
+    reason: str | None = None
+
+
+def _watch(process: subprocess.Popen[bytes], cancel: threading.Event, timeout: float | None, started: float) -> _Watch:
+    """Stop the step's process group on cancel or timeout, from a side thread, so the main wait stays
+    a blocking `waitpid` instead of a polling loop."""
+    watch = _Watch(done=threading.Event(), thread=threading.Thread())
+
+    def run() -> None:
+        while not watch.done.wait(_POLL_SECONDS):
+            if cancel.is_set():
+                watch.reason = "cancelled"
+            elif timeout is not None and time.monotonic() - started > timeout:
+                watch.reason = "timeout"
+            else:
+                continue
+            _stop_group(process)
+            return
+
+    watch.thread = threading.Thread(target=run, name=f"flywheel-watch-{process.pid}", daemon=True)
+    watch.thread.start()
+    return watch
 
 
 class SubprocessExecutor:
@@ -98,31 +127,26 @@ class SubprocessExecutor:
                     process.stdin.close()
                 except BrokenPipeError:
                     pass
-            while True:
-                try:
-                    code = process.wait(_POLL_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if cancel.is_set():
-                    _stop_group(process)
-                    return Outcome(
-                        succeeded=False,
-                        cancelled=True,
-                        exit_code=process.returncode,
-                        error_type="Interrupted",
-                        error_message="stopped by the operator",
-                    )
-                if attempt.timeout is not None and time.monotonic() - started > attempt.timeout:
-                    _stop_group(process)
-                    return Outcome(
-                        succeeded=False,
-                        timed_out=True,
-                        exit_code=process.returncode,
-                        error_type="Timeout",
-                        error_message=f"timed out after {attempt.timeout:g}s (raise it with --set "
-                        f"{inv.step}.timeout=...)",
-                    )
+            stopped = _watch(process, cancel, attempt.timeout, started)
+            code = process.wait()  # blocks in waitpid: the step's end is seen at once
+            stopped.done.set()
+            stopped.thread.join()
+        if stopped.reason == "cancelled":
+            return Outcome(
+                succeeded=False,
+                cancelled=True,
+                exit_code=code,
+                error_type="Interrupted",
+                error_message="stopped by the operator",
+            )
+        if stopped.reason == "timeout":
+            return Outcome(
+                succeeded=False,
+                timed_out=True,
+                exit_code=code,
+                error_type="Timeout",
+                error_message=f"timed out after {attempt.timeout:g}s (raise it with --set {inv.step}.timeout=...)",
+            )
         return self._outcome(code, result_path, attempt.log_path, attempt.command is not None)
 
     @staticmethod

@@ -481,6 +481,15 @@ def _mount_data_app() -> None:
 _mount_data_app()
 
 
+def _mount_sfn_app() -> None:
+    from flywheel.aws.cli import app as sfn_app  # typer and rich only; boto3 is imported by the commands
+
+    app.add_typer(sfn_app, name="sfn", help="Step Functions: export, status, recover, start.")
+
+
+_mount_sfn_app()
+
+
 def _mount_incidents() -> None:
     from flywheel.incidents_cli import incident_app, incidents_app, report
 

@@ -30,7 +30,7 @@ def pid(n: int) -> str:
 
 
 T1, T2, T3 = datetime(2024, 1, 1), datetime(2024, 3, 1), datetime(2024, 2, 1)
-ADDRESSABLE_COLUMNS = ("id", "email_hash", "phone_hash", "maid", "ip", "zip", "household_id", "last_seen")
+ADDRESSABLE_COLUMNS = ("id", "hashed_email", "hashed_phone", "maid", "ip", "zip", "household_id", "last_seen")
 # Raw rows as a feed delivers them: the same record in several spellings, empty keys, odd zips.
 ADDRESSABLE: list[tuple[Any, ...]] = [
     (pid(1), "AB01", "PH01", "MAID-1", "10.0.0.1", "2134", "h1", T1),
@@ -169,8 +169,8 @@ def normalise(row: Mapping[str, Any]) -> tuple[str | None, ...]:
         return value.lower() if value else None
 
     return (
-        lower(_blank_to_none(row["email_hash"])),
-        lower(_blank_to_none(row["phone_hash"])),
+        lower(_blank_to_none(row["hashed_email"])),
+        lower(_blank_to_none(row["hashed_phone"])),
         lower(_blank_to_none(row["maid"])),
         _blank_to_none(row["ip"]),
         zip_match.group(1).zfill(5) if zip_match else None,
@@ -250,8 +250,8 @@ def test_the_default_schema_mapping_is_a_create_schema_mapping_body(built: Lake)
     assert all(f["type"] in VALID_TYPES for f in fields)
     by_name = {f["fieldName"]: f for f in fields}
     assert [f["fieldName"] for f in fields if f["type"] == "UNIQUE_ID"] == ["record_id"]
-    assert by_name["email_hash"] == {
-        "fieldName": "email_hash",
+    assert by_name["hashed_email"] == {
+        "fieldName": "hashed_email",
         "type": "EMAIL_ADDRESS",
         "matchKey": "email",
         "hashed": True,
@@ -263,7 +263,7 @@ def test_the_default_schema_mapping_is_a_create_schema_mapping_body(built: Lake)
 def test_a_bad_type_in_the_config_fails_step_5_until_the_file_is_fixed(lake: Lake) -> None:
     create_er_table.run(lake.invocation(run_id=1))
     committed = (lake.er_path / engine.MANIFEST).read_text()
-    config = lake.write_config("er-schema-mapping.yaml", "fields:\n  email_hash: EMAIL\n")
+    config = lake.write_config("er-schema-mapping.yaml", "fields:\n  hashed_email: EMAIL\n")
 
     with pytest.raises(JobError) as failure:
         create_er_table.run(lake.invocation(run_id=2))
@@ -271,18 +271,18 @@ def test_a_bad_type_in_the_config_fails_step_5_until_the_file_is_fixed(lake: Lak
     error = failure.value
     assert error.error_type == "SchemaMappingError"
     message = str(error)
-    assert "email_hash" in message and "'EMAIL'" in message and str(config) in message
+    assert "hashed_email" in message and "'EMAIL'" in message and str(config) in message
     assert "did you mean EMAIL_ADDRESS?" in message
     assert all(t in message for t in VALID_TYPES), "the valid types are listed"
     assert (lake.er_path / engine.MANIFEST).read_text() == committed, "the last good table is untouched"
 
-    config.write_text("fields:\n  email_hash: EMAIL_ADDRESS\n")
+    config.write_text("fields:\n  hashed_email: EMAIL_ADDRESS\n")
     result = create_er_table.run(lake.invocation(run_id=2))
 
     assert result is not None and result.metrics["schema_mapping_source"] == str(config)
     body = json.loads((Path(lake.params["er_root"]) / "schema_mapping.json").read_text())
-    email = next(f for f in body["mappedInputFields"] if f["fieldName"] == "email_hash")
-    assert email == {"fieldName": "email_hash", "type": "EMAIL_ADDRESS", "matchKey": "email", "hashed": True}
+    email = next(f for f in body["mappedInputFields"] if f["fieldName"] == "hashed_email")
+    assert email == {"fieldName": "hashed_email", "type": "EMAIL_ADDRESS", "matchKey": "email", "hashed": True}
 
 
 def test_a_json_override_in_the_aws_shape_changes_and_excludes_fields(lake: Lake) -> None:
@@ -310,7 +310,7 @@ def test_every_problem_in_the_config_is_reported_at_once(shared: Lake) -> None:
     lake = shared
     lake.write_config(
         "er-schema-mapping.yml",
-        "fields:\n  phone_hash: {type: PHONE_NUMBER, matchKey: 'no/slash'}\n"
+        "fields:\n  hashed_phone: {type: PHONE_NUMBER, matchKey: 'no/slash'}\n"
         "  id: UNIQUE_ID\n  shoe_size: STRING\n  maid: {type: MAID, hashed: maybe}\n",
     )
 

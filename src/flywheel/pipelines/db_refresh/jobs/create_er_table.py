@@ -5,12 +5,13 @@ canonical form (lower-case hex hashes and MAIDs, trimmed IPs, five-digit zips wi
 and the id's infobase attributes, joined by id *within its part* (both part tables are bucketed by the
 same `bucket(id, n_parts)`, so the join never crosses parts and runs part-parallel on Spark).
 
-"Unique record" means a distinct (id, email_hash, phone_hash, maid, ip, zip) after normalisation: the
+"Unique record" means a distinct (id, hashed_email, hashed_phone, maid, ip, zip) after normalisation: the
 raw feed repeats the same record with different capitalisation, padding or `last_seen`, and AWS Entity
 Resolution needs a column that is unique within the table (the UNIQUE_ID). `record_id` is a SHA-256 of
 the normalised record, so it is stable across runs and engines and a record keeps its id when it is
 re-delivered. Of repeated records the most recent (`last_seen`) wins. Records with no id or no match
-key at all cannot be resolved and are dropped (their count is reported in the job metrics).
+key at all cannot be resolved and are dropped (step 6 shows the ER table's ids beside the addressable
+table's, so a jump in dropped records is visible there).
 
 The schema mapping is configuration, not code: the defaults below can be overridden per field by
 `{config_root}/er-schema-mapping.yaml` (or `.json`). It is validated against the real ER table columns
@@ -134,8 +135,8 @@ class SchemaMapping:
 DEFAULT_FIELDS: Mapping[str, Mapping[str, Any]] = {
     "record_id": {"type": "UNIQUE_ID"},
     "id": {"type": "PROVIDER_ID"},
-    "email_hash": {"type": "EMAIL_ADDRESS", "matchKey": "email", "hashed": True},
-    "phone_hash": {"type": "PHONE_NUMBER", "matchKey": "phone", "hashed": True},
+    "hashed_email": {"type": "EMAIL_ADDRESS", "matchKey": "email", "hashed": True},
+    "hashed_phone": {"type": "PHONE_NUMBER", "matchKey": "phone", "hashed": True},
     "maid": {"type": "MAID", "matchKey": "maid"},
     "ip": {"type": "IPV4", "matchKey": "ip"},
     "zip": {"type": "ADDRESS_POSTALCODE", "matchKey": "zip"},
@@ -348,7 +349,7 @@ def read_er_table(session: Any, er_root: str | Path) -> Any:
 # ---------------------------------------------------------------------------------------------
 # the table (PySpark DataFrame API: SQLFrame on DuckDB locally, Spark on Glue)
 
-MATCH_KEYS: tuple[str, ...] = ("email_hash", "phone_hash", "maid", "ip", "zip")
+MATCH_KEYS: tuple[str, ...] = ("hashed_email", "hashed_phone", "maid", "ip", "zip")
 RECORD_COLUMNS: tuple[str, ...] = ("household_id", "last_seen")
 _SEPARATOR = "\x1f"  # the ASCII unit separator: cannot occur in a normalised key
 _ZIP = r"^([0-9]{3,5})(-?[0-9]{4})?$"
@@ -369,8 +370,8 @@ def normalised_keys(F: Any) -> dict[str, Any]:
     """
     zip_digits = F.regexp_extract(F.trim(F.col("zip").cast("string")), _ZIP, 1)
     return {
-        "email_hash": F.lower(_text(F, F.col("email_hash"))),
-        "phone_hash": F.lower(_text(F, F.col("phone_hash"))),
+        "hashed_email": F.lower(_text(F, F.col("hashed_email"))),
+        "hashed_phone": F.lower(_text(F, F.col("hashed_phone"))),
         "maid": F.lower(_text(F, F.col("maid"))),
         "ip": _text(F, F.col("ip")),
         "zip": F.when(F.length(zip_digits) > 0, F.lpad(zip_digits, 5, "0")),
@@ -428,10 +429,11 @@ def build_er_table(addressable: Any, infobase: Any) -> Any:
     types = dict(engine.schema_of(infobase))
     renamed = attribute_names(list(types))
     attributes = list(renamed)
-    # Infobase should hold one row per id; if a feed repeats an id, keep one deterministically rather
-    # than multiply that id's records (step 6 reports the duplicates).
+    # Infobase should hold one row per id; if a feed repeats an id, keep the newest profile (then any,
+    # deterministically) rather than multiply that id's records (step 6 reports the duplicates).
+    newest = [F.col(renamed["updated_at"]).desc_nulls_last()] if "updated_at" in renamed else []
     one_per_id = Window.partitionBy(PARTITION_COLUMN, "id").orderBy(
-        *[F.col(renamed[c]).asc_nulls_last() for c in attributes]
+        *newest, *[F.col(renamed[c]).asc_nulls_last() for c in attributes]
     )
     profile = (
         infobase.select(

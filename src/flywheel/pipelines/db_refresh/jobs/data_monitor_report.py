@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,7 +81,7 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {
     "null_rate_change_fail": 0.25,
     "part_skew_warn": 1.5,
     "part_skew_fail": 3.0,
-    "match_rate_warn": 0.90,
+    "match_rate_warn": 0.75,
     "match_rate_fail": 0.50,
     "match_rate_change_warn": 0.05,
     "match_rate_change_fail": 0.20,
@@ -118,6 +119,8 @@ def parse_settings(params: Mapping[str, Any]) -> MonitorSettings:
     problems: list[str] = []
     merged = dict(DEFAULT_THRESHOLDS)
     for key, value in raw.items():
+        if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*", value):
+            value = float(value)  # from the command line every value is text
         if key not in DEFAULT_THRESHOLDS:
             problems.append(f"unknown threshold {key!r}")
         elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

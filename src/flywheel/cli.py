@@ -385,6 +385,9 @@ def logs(
         pattern = re.compile(grep) if grep else None
     except re.error as exc:
         raise UsageError(f"--grep {grep!r} is not a regular expression: {exc}") from None
+    from flywheel.aws.logs import cloud_logs  # no boto3 until an AWS run's logs are read
+
+    cloud = cloud_logs(session, run_id, step, pattern)  # CloudWatch (Glue runs, execution) in AWS envs
     offsets: dict[Path, int] = {}
     while True:
         for path in api.log_files(session, run_id, step):
@@ -395,6 +398,8 @@ def logs(
             for line in chunk.splitlines():
                 if pattern is None or pattern.search(line):
                     console.print(f"[{path.name.removesuffix('.log')}] {line}", markup=False)
+        for entry in cloud.poll() if cloud is not None else ():
+            console.print(f"[{entry.source}] {entry.message}", markup=False)
         if not follow or api.status(session, run_id).state.status is not RunStatus.RUNNING:
             break
         time.sleep(0.5)
@@ -488,6 +493,17 @@ def _mount_sfn_app() -> None:
 
 
 _mount_sfn_app()
+
+
+def _mount_aws_app() -> None:
+    from flywheel.aws.package_cli import app as aws_app
+    from flywheel.aws.package_cli import check  # typer only; boto3 is imported by the commands
+
+    app.add_typer(aws_app, name="aws", help="The AWS side: package what Glue runs.")
+    app.command("check")(check)
+
+
+_mount_aws_app()
 
 
 def _mount_incidents() -> None:

@@ -360,3 +360,32 @@ def test_eta_and_overdue_come_from_the_median_of_past_durations(sandbox: Sandbox
     late = overdue_steps({StepKey("a"): 10.0}, {StepKey("a"): 0.0, StepKey("b"): 0.0}, now=16.0, minimum=5)
     assert [(o.key, o.elapsed) for o in late] == [(StepKey("a"), 16.0)]
     assert overdue_steps({StepKey("a"): 1.0}, {StepKey("a"): 0.0}, now=4.0, minimum=5) == []  # too short to matter
+
+
+@pytest.mark.e2e
+def test_status_shows_when_a_running_step_should_end(sandbox: Sandbox) -> None:
+    import subprocess
+    import sys
+
+    sandbox.write([step("a", 1), step("b", 2, ["a"])])
+    configure(sandbox, [])
+    run(sandbox)  # history: a takes milliseconds
+    sandbox.write([step("a", 1, params={"inputs": [], "sleep": 2.5}), step("b", 2, ["a"])])
+    env = {**__import__("os").environ, "FLYWHEEL_HOME": str(sandbox.home), "NO_COLOR": "1"}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "flywheel", "run", str(sandbox.pipeline)],
+        cwd=sandbox.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            out = sandbox.cli("status", "2", "--pipeline", str(sandbox.pipeline)).stdout
+            if "⏰" in out or "⏱" in out:
+                break
+            time.sleep(0.2)
+        assert "⏰ a: " in out and "past its usual duration" in out, out
+    finally:
+        assert runner.wait(timeout=30) == 0

@@ -114,6 +114,8 @@ def print_status(console: Console, view: RunView) -> None:
             style="dim",
         )
     console.print(status_table(view.session.spec, state))
+    if state.status is RunStatus.RUNNING:
+        print_etas(console, view)
     failed = [state.step(k) for k in state.failed_keys]
     for s in failed:
         console.print(
@@ -124,6 +126,20 @@ def print_status(console: Console, view: RunView) -> None:
     if view.resume_command:
         console.print(Text.assemble("\nto continue after fixing the cause:  ", (view.resume_command, "bold cyan")))
         console.print(f"to preview first:                    {view.resume_command} --dry-run", style="dim")
+
+
+def print_etas(console: Console, view: RunView) -> None:
+    """When each running step should end, from the median of its past durations (none without history)."""
+    from flywheel.notify.overdue import eta
+
+    with view.session.journal() as journal:
+        ends = eta(journal, view.session.spec, view.state)
+    now = time.time()
+    for key, end in sorted(ends.items()):
+        if end >= now:
+            console.print(f"⏱  {key}: expected to finish around {when(end)} (in {duration(end - now)})", markup=False)
+        else:
+            console.print(f"⏰ {key}: {duration(now - end)} past its usual duration", style="yellow", markup=False)
 
 
 def print_plan(console: Console, planned: PlannedRun, *, dry_run: bool) -> None:

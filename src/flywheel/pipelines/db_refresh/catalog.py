@@ -257,6 +257,22 @@ def discover_partitions(storage_root: str | Path, partition_col: str = PARTITION
     return dict(sorted(found.items()))
 
 
+def scan_partitions(storage_root: str | Path, partition_col: str = PARTITION_COL) -> tuple[Partition, ...]:
+    """Every partition directory on disk with its files and row count (from Parquet footers only).
+
+    For checking a storage root before the catalog is changed; the catalog file is not opened.
+    """
+    import duckdb
+
+    conn = duckdb.connect()
+    try:
+        return tuple(
+            _describe_partition(conn, d, v) for v, d in discover_partitions(storage_root, partition_col).items()
+        )
+    finally:
+        conn.close()
+
+
 def _describe_partition(conn: Any, directory: Path, value: int) -> Partition:
     files = sorted(p for p in directory.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
     rows = 0

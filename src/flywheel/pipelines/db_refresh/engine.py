@@ -250,7 +250,9 @@ def read_csv(session: Session, paths: Sequence[str | os.PathLike[str]], schema: 
 def read_parquet(session: Session, paths: Sequence[str | os.PathLike[str]]) -> DataFrame:
     """Plain Parquet files (not partitioned directories: use `read_partitions` for those)."""
     files = [str(local_path(p)) for p in paths]
-    return session.read.parquet(*files)
+    if _is_spark(session):
+        return session.read.parquet(*files)
+    return session.read.parquet(*files, union_by_name=True)  # match columns by name, as Spark does
 
 
 def partition_dir(root: str | os.PathLike[str], partition_col: str, value: int) -> Path:

@@ -1,0 +1,190 @@
+"""Step 1, addressable split and part: raw addressable-id CSVs to one deduplicated row per id, in parts.
+
+Reads `{raw_root}/addressable_ids/*.csv.gz` with an explicit schema (a header that does not match it
+fails the step rather than shifting columns), normalises the values, keeps one row per id and writes
+`{split_root}/addressable_ids/id_part=<int>/` with `id_part = bucket(id, n_parts)`.
+
+The dedupe rule is fixed so that every engine keeps the same row: the latest `last_seen` wins; among
+rows with the same `last_seen`, the one whose remaining fields are smallest, compared in column order
+with nulls last. `dropDuplicates` is not used: which row it keeps depends on the engine.
+
+The source-checking and dedupe helpers here are shared with step 2 (infobase split).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from flywheel.invocation import JobResult, StepInvocation
+from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error
+
+SOURCE = "addressable_ids"
+PARTITION_COL = "id_part"
+SCHEMA: tuple[tuple[str, str], ...] = (
+    ("id", "STRING"),
+    ("hashed_email", "STRING"),
+    ("hashed_phone", "STRING"),
+    ("maid", "STRING"),
+    ("ip", "STRING"),
+    ("zip", "STRING"),
+    ("household_id", "STRING"),
+    ("last_seen", "TIMESTAMP"),
+)
+COLUMNS = tuple(name for name, _ in SCHEMA)
+ID_PATTERN = "^[0-9a-f]{64}$"
+
+
+def run(invocation: StepInvocation) -> JobResult:
+    params = invocation.params
+    n_parts = parts_param(params)
+    source = engine.local_path(str(params["raw_root"])) / SOURCE
+    target = engine.local_path(str(params["split_root"])) / SOURCE
+    files = source_files(source, (".csv.gz", ".csv"), "gzip CSV")
+    for file in files:
+        check_columns(file, engine.csv_header(file), COLUMNS)
+    ddl = ", ".join(f"{name} {kind}" for name, kind in SCHEMA)
+    with engine.session_scope(params) as session:
+        raw = engine.read_csv(session, files, ddl)
+        clean = normalise(session, raw)
+        read, rejected = count_rows(session, clean, files, lambda paths: engine.read_csv(session, paths, ddl), source)
+        kept = latest_per_id(session, clean.where(clean["_valid"]).drop("_valid"), "last_seen", COLUMNS[1:-1])
+        output = engine.write_partitioned(
+            kept.withColumn(PARTITION_COL, engine.bucket(session, "id", n_parts)), target, PARTITION_COL
+        )
+    return split_result(target, output, files=len(files), read=read, rejected=rejected)
+
+
+def normalise(session: engine.Session, raw: engine.DataFrame) -> engine.DataFrame:
+    """Lower-case hex, trimmed text, empty strings as null; zip stays text so leading zeros survive."""
+    F = engine.functions(session)
+
+    def text(name: str, *, lower: bool = False) -> Any:
+        value = F.trim(F.col(name))
+        value = F.lower(value) if lower else value
+        return F.when(value == F.lit(""), F.lit(None)).otherwise(value).alias(name)
+
+    df = raw.select(
+        text("id", lower=True),
+        text("hashed_email", lower=True),
+        text("hashed_phone", lower=True),
+        text("maid", lower=True),
+        text("ip"),
+        text("zip"),
+        text("household_id"),
+        F.col("last_seen"),
+    )
+    return df.withColumn("_valid", F.coalesce(F.col("id").rlike(ID_PATTERN), F.lit(False)))
+
+
+# --------------------------------------------------------------------------- shared with step 2
+
+
+def parts_param(params: Mapping[str, Any]) -> int:
+    try:
+        n_parts = int(params.get("n_parts") or 0)
+    except (TypeError, ValueError):
+        n_parts = 0
+    if n_parts < 1:
+        raise job_error(JobErrorType.UNSUPPORTED, f"n_parts must be a positive integer, got {params.get('n_parts')!r}")
+    return n_parts
+
+
+def source_files(source: Path, suffixes: Sequence[str], kind: str) -> list[Path]:
+    """The delivered files, or `missing-source` naming where they were expected."""
+    files = engine.list_files(source, suffixes)
+    if not files:
+        state = "is empty" if source.is_dir() else "does not exist"
+        raise job_error(
+            JobErrorType.MISSING_SOURCE,
+            f"no {kind} files ({', '.join('*' + s for s in suffixes)}) in {source}: the directory {state}. "
+            "Wait for the delivery or fix raw_root (`flywheel data generate` makes sample data)",
+        )
+    return files
+
+
+def check_columns(file: Path, found: Sequence[str], expected: Sequence[str], *, ordered: bool = True) -> None:
+    """`schema-mismatch` unless a file has exactly the expected columns (in order, for CSV)."""
+    if list(found) == list(expected) or (not ordered and sorted(found) == sorted(expected)):
+        return
+    missing = [c for c in expected if c not in found]
+    unexpected = [c for c in found if c not in expected]
+    if missing or unexpected:
+        detail = f"missing {missing or 'none'}, unexpected {unexpected or 'none'}"
+    else:
+        detail = f"columns in another order: {list(found)}"
+    raise job_error(
+        JobErrorType.SCHEMA_MISMATCH,
+        f"{file}: columns do not match the agreed schema ({detail}). Ask for a re-delivery with "
+        f"columns {list(expected)}, or rename the columns in the file",
+    )
+
+
+def count_rows(
+    session: engine.Session,
+    clean: engine.DataFrame,
+    files: Sequence[Path],
+    reader: Callable[[list[str]], engine.DataFrame],
+    source: Path,
+) -> tuple[int, int]:
+    """(rows read, rows rejected for an invalid id) in one pass; a file that breaks it is named."""
+    F = engine.functions(session)
+    try:
+        row = clean.agg(
+            F.count(F.lit(1)).alias("read"),
+            F.sum(F.when(F.col("_valid"), F.lit(0)).otherwise(F.lit(1))).alias("rejected"),
+        ).collect()[0]
+    except Exception as exc:  # the engine's own read error; find which file causes it
+        bad = engine.find_unreadable(reader, files)
+        if not bad:
+            raise
+        listing = "; ".join(f"{path.name}: {reason}" for path, reason in bad)
+        raise job_error(
+            JobErrorType.CORRUPT_FILE,
+            f"{len(bad)} of {len(files)} files in {source} cannot be read ({listing}). "
+            "Ask for a re-delivery of those files, or move them out of the source directory",
+        ) from exc
+    read, rejected = int(row["read"] or 0), int(row["rejected"] or 0)
+    if read == rejected:
+        raise job_error(
+            JobErrorType.EMPTY_SOURCE,
+            f"no usable rows in {source}: {read} rows read, none with a valid id (64 hex digits)",
+        )
+    return read, rejected
+
+
+def latest_per_id(
+    session: engine.Session,
+    df: engine.DataFrame,
+    recency: str,
+    tiebreak: Sequence[str | Any],
+) -> engine.DataFrame:
+    """One row per id: latest `recency` first, then the smallest `tiebreak` values (nulls last)."""
+    F, Window = engine.functions(session), engine.window(session)
+    keys = [F.col(c) if isinstance(c, str) else c for c in tiebreak]
+    order = [F.col(recency).desc_nulls_last(), *(k.asc_nulls_last() for k in keys)]
+    ranked = df.withColumn("_rank", F.row_number().over(Window.partitionBy("id").orderBy(*order)))
+    return ranked.where(F.col("_rank") == F.lit(1)).drop("_rank")
+
+
+def split_result(target: Path, output: engine.PartitionedOutput, *, files: int, read: int, rejected: int) -> JobResult:
+    written = output.rows
+    summary = {
+        "uri": str(target),
+        "kind": "path",
+        "rows": written,
+        "partitions": len(output.partitions),
+        "partition_col": output.partition_col,
+        "columns": [list(c) for c in output.columns],
+    }
+    metrics = {
+        "files_read": files,
+        "rows_read": read,
+        "rows_rejected": rejected,
+        "duplicates_removed": read - rejected - written,
+        "rows_written": written,
+        "partitions": len(output.partitions),
+    }
+    return JobResult(outputs=(summary,), metrics=metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -111,8 +112,18 @@ class Sandbox:
             **kw,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"flywheel {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"flywheel {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
         return result
+
+    def json(self, *args: str) -> Any:
+        """Run a `--json` command that must succeed, and parse what it printed."""
+        result = self.cli(*args, "--json")
+        assert result.returncode == 0, (
+            f"flywheel {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+        return json.loads(result.stdout)
 
 
 @pytest.fixture

@@ -51,8 +51,8 @@ def call_job(invocation: StepInvocation) -> dict[str, Any]:
     return {"ok": True, "outputs": outputs, "metrics": metrics}
 
 
-def main() -> int:
-    invocation = StepInvocation.from_json(sys.stdin.read())
+def run_invocation(invocation: StepInvocation) -> int:
+    """Run one attempt in this process as a step's own process does; return its exit code."""
     print(f"flywheel: {invocation.pipeline} run {invocation.run_id} {invocation.key} attempt {invocation.attempt}")
     sys.stdout.flush()
     body = call_job(invocation)
@@ -60,6 +60,10 @@ def main() -> int:
         print(f"ERROR {body['error_type']}: {body['error_message']}", file=sys.stderr)
     _write_result(invocation.result_path, body)
     return 0 if body["ok"] else 1
+
+
+def main() -> int:
+    return run_invocation(StepInvocation.from_json(sys.stdin.read()))
 
 
 if __name__ == "__main__":

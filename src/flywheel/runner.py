@@ -143,7 +143,12 @@ class Runner:
                     )
                 )
         self.emit(*first)
-        return self._schedule(plan, run_id)
+        try:
+            return self._schedule(plan, run_id)
+        finally:
+            close = getattr(self.executor, "close", None)
+            if close is not None:
+                close()
 
     # -- scheduling ----------------------------------------------------------------------------
 

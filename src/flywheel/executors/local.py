@@ -15,10 +15,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from flywheel.executors.base import Attempt, Outcome
+from flywheel.executors.forkserver import ForkServer
 
 _GRACE_SECONDS = 5.0
 _POLL_SECONDS = 0.2
@@ -63,7 +65,7 @@ class _Watch:
     reason: str | None = None
 
 
-def _watch(process: subprocess.Popen[bytes], cancel: threading.Event, timeout: float | None, started: float) -> _Watch:
+def _watch(stop: Callable[[], None], cancel: threading.Event, timeout: float | None, started: float) -> _Watch:
     """Stop the step's process group on cancel or timeout, from a side thread, so the main wait stays
     a blocking `waitpid` instead of a polling loop."""
     watch = _Watch(done=threading.Event(), thread=threading.Thread())
@@ -76,16 +78,76 @@ def _watch(process: subprocess.Popen[bytes], cancel: threading.Event, timeout: f
                 watch.reason = "timeout"
             else:
                 continue
-            _stop_group(process)
+            stop()
             return
 
-    watch.thread = threading.Thread(target=run, name=f"flywheel-watch-{process.pid}", daemon=True)
+    watch.thread = threading.Thread(target=run, name="flywheel-watch", daemon=True)
     watch.thread.start()
     return watch
 
 
+def _stop_pid_group(pid: int, wait: Callable[[], object]) -> None:
+    """SIGTERM a step's process group, SIGKILL it if it is still there after the grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        if sig is signal.SIGTERM and wait():
+            return
+
+
 class SubprocessExecutor:
+    """Each attempt in its own process and session, its output in the attempt's log.
+
+    Processes are forked from a per-run fork server (see `forkserver`); `FLYWHEEL_FORKSERVER=0` starts a
+    fresh interpreter per attempt instead.
+    """
+
     name = "subprocess"
+
+    def __init__(self) -> None:
+        self._use_fork_server = os.environ.get("FLYWHEEL_FORKSERVER", "1") != "0"
+        self._fork_server: ForkServer | None = None
+        self._lock = threading.Lock()
+
+    def _server(self) -> ForkServer:
+        with self._lock:
+            if self._fork_server is None or not self._fork_server.alive:
+                self._fork_server = ForkServer()
+            return self._fork_server
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fork_server is not None:
+                self._fork_server.close()
+                self._fork_server = None
+
+    def _popen(
+        self, attempt: Attempt, env: dict[str, str], invocation_json: str, cancel: threading.Event, started: float
+    ) -> tuple[int, _Watch]:
+        argv = (
+            ["/bin/bash", "-c", attempt.command]
+            if attempt.command is not None
+            else [sys.executable, "-m", "flywheel.entry"]
+        )
+        with attempt.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if attempt.command is None else subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+            if attempt.command is None and process.stdin is not None:
+                try:
+                    process.stdin.write(invocation_json.encode())
+                    process.stdin.close()
+                except BrokenPipeError:
+                    pass
+            stopped = _watch(lambda: _stop_group(process), cancel, attempt.timeout, started)
+            return process.wait(), stopped
 
     def execute(self, attempt: Attempt, cancel: threading.Event) -> Outcome:
         inv = attempt.invocation
@@ -105,32 +167,28 @@ class SubprocessExecutor:
         for name, value in inv.params.items():
             if isinstance(value, str | int | float | bool):
                 env[f"FLYWHEEL_PARAM_{name.upper().replace('-', '_')}"] = str(value)
-        if attempt.command is not None:
-            argv = ["/bin/bash", "-c", attempt.command]
-            stdin_text = None
-        else:
-            argv = [sys.executable, "-m", "flywheel.entry"]
-            stdin_text = type(inv)(**{**inv.__dict__, "result_path": str(result_path)}).to_json()
+        invocation_json = type(inv)(**{**inv.__dict__, "result_path": str(result_path)}).to_json()
         started = time.monotonic()
-        with attempt.log_path.open("ab") as log:
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
+        if self._use_fork_server:
+            server = self._server()
+            pid, slot = server.start(
+                {
+                    "argv": ["/bin/bash", "-c", attempt.command] if attempt.command is not None else None,
+                    "invocation": invocation_json,
+                    "log": str(attempt.log_path),
+                    "env": env,
+                    "cwd": os.getcwd(),
+                    "path": list(attempt.pythonpath),
+                }
             )
-            if stdin_text is not None and process.stdin is not None:
-                try:
-                    process.stdin.write(stdin_text.encode())
-                    process.stdin.close()
-                except BrokenPipeError:
-                    pass
-            stopped = _watch(process, cancel, attempt.timeout, started)
-            code = process.wait()  # blocks in waitpid: the step's end is seen at once
-            stopped.done.set()
-            stopped.thread.join()
+            stopped = _watch(
+                lambda: _stop_pid_group(pid, lambda: slot.ended.wait(_GRACE_SECONDS)), cancel, attempt.timeout, started
+            )
+            code = server.wait(slot)
+        else:
+            code, stopped = self._popen(attempt, env, invocation_json, cancel, started)
+        stopped.done.set()
+        stopped.thread.join()
         if stopped.reason == "cancelled":
             return Outcome(
                 succeeded=False,

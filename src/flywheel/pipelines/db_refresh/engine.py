@@ -77,23 +77,28 @@ def engine_name(params: Mapping[str, Any]) -> str:
 def open_session(params: Mapping[str, Any]) -> Session:
     """A session sized by `memory_limit` and `threads`, with UTC as the session time zone.
 
-    DuckDB is capped per process so that steps 1 and 2 can run side by side on a small machine; it
-    spills to `temp_directory` (default: the system temp dir) instead of failing when over the cap.
-    Close it with `close_session` (SQLFrame keeps one active session per process).
+    DuckDB is capped per process so that steps 1 and 2 can run side by side on a small machine. Its
+    database is a scratch file in `temp_directory` (default: the system temp dir), not memory, so a
+    `checkpoint` of ten million rows lives compressed on disk; the file goes with `close_session`
+    (SQLFrame keeps one active session per process, so always close).
     """
     if engine_name(params) == "spark":
         return _open_spark(params)
     import duckdb
     from sqlframe.duckdb import DuckDBSession
 
-    conn = duckdb.connect(config={"threads": int(params.get("threads") or 1)})
     temp_dir = Path(str(params.get("temp_directory") or Path(tempfile.gettempdir()) / "flywheel-duckdb"))
     temp_dir.mkdir(parents=True, exist_ok=True)
+    # the file name becomes the catalog name, which SQLFrame needs to be a plain identifier
+    scratch = temp_dir / f"session_{os.getpid()}_{uuid.uuid4().hex[:8]}.duckdb"
+    conn = duckdb.connect(str(scratch), config={"threads": int(params.get("threads") or 1)})
     conn.execute(f"SET memory_limit = '{_sql_text(str(params.get('memory_limit') or '4GB'))}'")
     conn.execute(f"SET temp_directory = '{_sql_text(str(temp_dir))}'")
     conn.execute("SET preserve_insertion_order = false")
     conn.execute("SET TimeZone = 'UTC'")
-    return DuckDBSession(conn=conn)
+    session = DuckDBSession(conn=conn)
+    session._flywheel_scratch = scratch  # type: ignore[attr-defined]  # removed by close_session
+    return session
 
 
 def _open_spark(params: Mapping[str, Any]) -> Session:
@@ -113,6 +118,10 @@ def close_session(session: Session) -> None:
     if _is_spark(session):
         return  # Glue owns the SparkContext; stopping it would end the job early
     session.stop()
+    scratch = getattr(session, "_flywheel_scratch", None)
+    if scratch is not None:
+        for leftover in (scratch, scratch.with_name(scratch.name + ".wal")):
+            leftover.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -235,24 +244,59 @@ def parquet_columns(session: Session, path: str | os.PathLike[str]) -> list[str]
 # --------------------------------------------------------------------------- reading
 
 
+_DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMPTZ",  # Spark's TimestampType is an instant; with the session in UTC
+    "int": "INTEGER",
+    "bigint": "BIGINT",
+    "boolean": "BOOLEAN",
+    "double": "DOUBLE",
+    "date": "DATE",
+}
+
+
 def read_csv(session: Session, paths: Sequence[str | os.PathLike[str]], schema: str) -> DataFrame:
     """CSV files with a header line, read with an explicit DDL schema (`"id STRING, seen TIMESTAMP"`).
 
-    The header is not checked here (DuckDB ignores its names when a schema is given): check it with
-    `csv_header` first.
+    Columns are taken by position: check the header with `csv_header` first (DuckDB ignores the
+    header's names when a schema is given). A value that does not parse as its type fails the read.
     """
     files = [str(local_path(p)) for p in paths]
     if _is_spark(session):
         return session.read.schema(schema).option("header", True).option("mode", "FAILFAST").csv(files)
-    return session.read.csv(files, schema=schema, header=True)
+    columns = []
+    for item in schema.split(","):
+        name, kind = item.split()
+        columns.append(f"'{_sql_text(name)}': '{_DUCKDB_TYPES[kind.lower()]}'")
+    listing = ", ".join(f"'{_sql_text(f)}'" for f in files)
+    return _duckdb_view(
+        session,
+        f"SELECT * FROM read_csv([{listing}], header = true, auto_detect = false, "
+        f"columns = {{{', '.join(columns)}}}, timestampformat = '%Y-%m-%d %H:%M:%S')",
+    )
 
 
 def read_parquet(session: Session, paths: Sequence[str | os.PathLike[str]]) -> DataFrame:
-    """Plain Parquet files (not partitioned directories: use `read_partitions` for those)."""
+    """Plain Parquet files, columns matched by name (not partitioned directories: see `read_partitions`)."""
     files = [str(local_path(p)) for p in paths]
     if _is_spark(session):
         return session.read.parquet(*files)
-    return session.read.parquet(*files, union_by_name=True)  # match columns by name, as Spark does
+    listing = ", ".join(f"'{_sql_text(f)}'" for f in files)
+    return _duckdb_view(session, f"SELECT * FROM read_parquet([{listing}], union_by_name = true)")
+
+
+def checkpoint(df: DataFrame) -> DataFrame:
+    """Compute a frame once and continue from the result: the source is read once, and later plans
+    start from a short lineage (SQLFrame re-plans the whole lineage on every operation).
+
+    DuckDB stores it as a table in the session's scratch database; Spark as a local checkpoint.
+    """
+    session = df.session if hasattr(df, "session") else df.sparkSession
+    if _is_spark(session):
+        return df.localCheckpoint(eager=True)
+    name = f"_flywheel_table_{uuid.uuid4().hex[:12]}"
+    session._conn.execute(f"CREATE TABLE {name} AS {_duckdb_sql(df)}")
+    return session.table(name)
 
 
 def partition_dir(root: str | os.PathLike[str], partition_col: str, value: int) -> Path:

@@ -49,8 +49,10 @@ def run(invocation: StepInvocation) -> JobResult:
     with engine.session_scope(params) as session:
         raw = engine.read_csv(session, files, ddl)
         clean = normalise(session, raw)
-        read, rejected = count_rows(session, clean, files, lambda paths: engine.read_csv(session, paths, ddl), source)
-        kept = latest_per_id(session, clean.where(clean["_valid"]).drop("_valid"), "last_seen", COLUMNS[1:-1])
+        valid, read, rejected = load_source(
+            session, clean, files, lambda paths: engine.read_csv(session, paths, ddl), source
+        )
+        kept = latest_per_id(session, valid, "last_seen", COLUMNS[1:-1])
         output = engine.write_partitioned(
             kept.withColumn(PARTITION_COL, engine.bucket(session, "id", n_parts)), target, PARTITION_COL
         )
@@ -122,20 +124,20 @@ def check_columns(file: Path, found: Sequence[str], expected: Sequence[str], *, 
     )
 
 
-def count_rows(
+def load_source(
     session: engine.Session,
     clean: engine.DataFrame,
     files: Sequence[Path],
     reader: Callable[[list[str]], engine.DataFrame],
     source: Path,
-) -> tuple[int, int]:
-    """(rows read, rows rejected for an invalid id) in one pass; a file that breaks it is named."""
+) -> tuple[engine.DataFrame, int, int]:
+    """Read the source once into the session: (rows with a valid id, rows read, rows rejected).
+
+    A read that fails is retried file by file to name the file that breaks it (`corrupt-file`).
+    """
     F = engine.functions(session)
     try:
-        row = clean.agg(
-            F.count(F.lit(1)).alias("read"),
-            F.sum(F.when(F.col("_valid"), F.lit(0)).otherwise(F.lit(1))).alias("rejected"),
-        ).collect()[0]
+        loaded = engine.checkpoint(clean)
     except Exception as exc:  # the engine's own read error; find which file causes it
         bad = engine.find_unreadable(reader, files)
         if not bad:
@@ -146,13 +148,17 @@ def count_rows(
             f"{len(bad)} of {len(files)} files in {source} cannot be read ({listing}). "
             "Ask for a re-delivery of those files, or move them out of the source directory",
         ) from exc
+    row = loaded.agg(
+        F.count(F.lit(1)).alias("read"),
+        F.sum(F.when(F.col("_valid"), F.lit(0)).otherwise(F.lit(1))).alias("rejected"),
+    ).collect()[0]
     read, rejected = int(row["read"] or 0), int(row["rejected"] or 0)
     if read == rejected:
         raise job_error(
             JobErrorType.EMPTY_SOURCE,
             f"no usable rows in {source}: {read} rows read, none with a valid id (64 hex digits)",
         )
-    return read, rejected
+    return loaded.where(F.col("_valid")).drop("_valid"), read, rejected
 
 
 def latest_per_id(

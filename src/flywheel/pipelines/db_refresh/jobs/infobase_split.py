@@ -20,8 +20,8 @@ from flywheel.pipelines.db_refresh.jobs.addressable_split import (
     ID_PATTERN,
     PARTITION_COL,
     check_columns,
-    count_rows,
     latest_per_id,
+    load_source,
     parts_param,
     source_files,
     split_result,
@@ -65,11 +65,13 @@ def run(invocation: StepInvocation) -> JobResult:
             check_columns(file, engine.parquet_columns(session, file), COLUMNS, ordered=False)
         raw = engine.read_parquet(session, files)
         clean = normalise(session, raw)
-        read, rejected = count_rows(session, clean, files, lambda paths: engine.read_parquet(session, paths), source)
+        valid, read, rejected = load_source(
+            session, clean, files, lambda paths: engine.read_parquet(session, paths), source
+        )
         F = engine.functions(session)
         tiebreak: list[Any] = [c for c in COLUMNS[2:] if c != "interests"]
         tiebreak += [F.col("interests").isNull(), F.array_join(F.col("interests"), "|")]
-        kept = latest_per_id(session, clean.where(clean["_valid"]).drop("_valid"), "updated_at", tiebreak)
+        kept = latest_per_id(session, valid, "updated_at", tiebreak)
         output = engine.write_partitioned(
             kept.withColumn(PARTITION_COL, engine.bucket(session, "id", n_parts)), target, PARTITION_COL
         )

@@ -296,7 +296,6 @@ def test_the_incident_commands(sandbox: Sandbox) -> None:
 
     noted = sandbox.cli("incident", "note", "1", "--cause", "late file", "--fix", "resent it", "--category", "data")
     assert noted.returncode == 0, noted.stderr
-    assert sandbox.cli("incident", "note", "1", "--category", "nonsense").returncode == 2
     assert sandbox.cli("incident", "show", "99").returncode == 2
 
     sandbox.fix("b[y]")
@@ -307,9 +306,6 @@ def test_the_incident_commands(sandbox: Sandbox) -> None:
     table = sandbox.cli("incidents", check=True).stdout
     assert "resolved" in table and "b[y]" in table
 
-    report = json.loads(sandbox.cli("incidents", "report", "--format", "json", check=True).stdout)
-    assert report["count"] == 1 and report["by_cause"] == {"data": 1} and report["mttr_seconds"] > 0
     csv_text = sandbox.cli("incidents", "report", "--format", "csv", "--since", "1d", check=True).stdout
     assert csv_text.splitlines()[0].startswith("id,pipeline,env,status")
     assert "resent it" in csv_text
-    assert "mean time to recovery" in sandbox.cli("incidents", "report", check=True).stdout

@@ -7,6 +7,7 @@ import email
 import email.policy
 import json
 import logging
+import re
 import socket
 import sqlite3
 import threading
@@ -362,30 +363,27 @@ def test_eta_and_overdue_come_from_the_median_of_past_durations(sandbox: Sandbox
     assert overdue_steps({StepKey("a"): 1.0}, {StepKey("a"): 0.0}, now=4.0, minimum=5) == []  # too short to matter
 
 
-@pytest.mark.e2e
 def test_status_shows_when_a_running_step_should_end(sandbox: Sandbox) -> None:
-    import subprocess
-    import sys
+    import io
+
+    from rich.console import Console
+
+    from flywheel.render import print_status
+    from flywheel.state import as_running
 
     sandbox.write([step("a", 1), step("b", 2, ["a"])])
     configure(sandbox, [])
-    run(sandbox)  # history: a takes milliseconds
-    sandbox.write([step("a", 1, params={"inputs": [], "sleep": 2.5}), step("b", 2, ["a"])])
-    env = {**__import__("os").environ, "FLYWHEEL_HOME": str(sandbox.home), "NO_COLOR": "1"}
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "flywheel", "run", str(sandbox.pipeline)],
-        cwd=sandbox.root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            out = sandbox.cli("status", "2", "--pipeline", str(sandbox.pipeline)).stdout
-            if "⏰" in out or "⏱" in out:
-                break
-            time.sleep(0.2)
-        assert "⏰ a: " in out and "past its usual duration" in out, out
-    finally:
-        assert runner.wait(timeout=30) == 0
+    run(sandbox)  # history: each step takes milliseconds
+    session = api.open_session(str(sandbox.pipeline), home=sandbox.home)
+    now = time.time()
+    started = RunStarted(run_id=7, at=now - 5, pipeline="tiny", env="local")
+    state = as_running(fold(7, [started, StepStarted(run_id=7, at=now - 5, step="a")]))
+    out = io.StringIO()
+    print_status(Console(file=out, width=120), api.RunView(session=session, state=state))
+    assert re.search(r"⏰ a: \d\.\d s past its usual duration", out.getvalue()), out.getvalue()
+    with session.journal() as journal:
+        usual = eta(journal, session.spec, state)[StepKey("a")] - started.at
+    later = as_running(fold(7, [started, StepStarted(run_id=7, at=now + 60, step="a")]))
+    out = io.StringIO()
+    print_status(Console(file=out, width=120), api.RunView(session=session, state=later))
+    assert "⏱  a: expected to finish around" in out.getvalue() and usual < 1

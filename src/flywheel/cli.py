@@ -30,6 +30,8 @@ error · 130 interrupted.
 app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+if not console.is_terminal:
+    console.width = 160  # logs and pipes: keep whole lines rather than wrapping at 80 columns
 
 PipelineOpt = Annotated[
     str | None, typer.Option("--pipeline", "-p", help="Pipeline name or path (default: db-refresh).")
@@ -293,6 +295,9 @@ def resume(
 
     try:
         session = _session(pipeline, env, home, run_id)
+        if run_id is not None:
+            with session.journal() as journal:
+                journal.run(run_id)
     except NotFound as exc:  # the run's journal is gone: there is nothing to resume from, only to redo
         raise NotFound(
             f"{exc.message}: without its journal flywheel cannot tell which steps finished",

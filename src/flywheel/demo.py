@@ -25,7 +25,7 @@ BAD_MAPPING = """\
 # ER schema mapping overrides (read by step 5, create-part-addressable-ids-er-table).
 # Typo on purpose: AWS Entity Resolution calls this type EMAIL_ADDRESS.
 fields:
-  email_hash: EMAIL
+  hashed_email: EMAIL
 """
 GOOD_MAPPING = BAD_MAPPING.replace("EMAIL\n", "EMAIL_ADDRESS\n").replace("# Typo on purpose", "# Fixed")
 
@@ -53,7 +53,7 @@ def main() -> None:
     console.print(Rule("2. the nightly db-refresh, with a bad ER schema mapping"))
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(BAD_MAPPING)
-    console.print(f"(wrote {config} with `email_hash: EMAIL`, a type AWS Entity Resolution does not have)")
+    console.print(f"(wrote {config} with `hashed_email: EMAIL`, a type AWS Entity Resolution does not have)")
     flywheel(home, "run", "db-refresh", expect=1)
 
     console.print(Rule("3. on call: what happened?"))
@@ -61,7 +61,7 @@ def main() -> None:
 
     console.print(Rule("4. fix the root cause, preview the resume, resume"))
     config.write_text(GOOD_MAPPING)
-    console.print(f"(fixed {config}: `email_hash: EMAIL_ADDRESS`)")
+    console.print(f"(fixed {config}: `hashed_email: EMAIL_ADDRESS`)")
     flywheel(home, "resume", "--dry-run")
     flywheel(home, "resume")
 

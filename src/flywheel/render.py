@@ -57,6 +57,11 @@ def when(at: float | None) -> str:
     return "" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
+def _first_line(text: str | None, limit: int = 70) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _detail(state: RunState, step_status: Any) -> str:
     s = step_status
     if s.status is StepStatus.REUSED:
@@ -66,7 +71,7 @@ def _detail(state: RunState, step_status: Any) -> str:
     if s.status is StepStatus.SKIPPED:
         return s.reason or "skipped"
     if s.status is StepStatus.FAILED:
-        return f"{s.error_type}: {s.error_message}"
+        return _first_line(f"{s.error_type}: {s.error_message}")
     if s.status is StepStatus.INTERRUPTED:
         return "interrupted (started, never finished)"
     if s.status is StepStatus.RUNNING:
@@ -77,23 +82,22 @@ def _detail(state: RunState, step_status: Any) -> str:
 
 
 def status_table(spec: PipelineSpec, state: RunState) -> Table:
+    """One row per step and context, labelled as `--only` takes it (`step[context]`)."""
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("step")
-    table.add_column("", no_wrap=True)
-    table.add_column("state")
-    table.add_column("took", justify="right")
-    table.add_column("detail", overflow="fold")
+    table.add_column("#", justify="right", no_wrap=True, min_width=1)
+    table.add_column("", no_wrap=True, min_width=2)
+    table.add_column("step", no_wrap=True, min_width=20)
+    table.add_column("took", justify="right", no_wrap=True, min_width=8)
+    table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=80)
     for key in spec.keys:
-        step = spec.step(key.step)
         s = state.step(key)
-        label = f"{key.step}" + (f" [{key.context}]" if key.context else "")
         took = s.duration
         if s.status is StepStatus.RUNNING and s.started_at:
             took = time.time() - s.started_at
-        table.add_row(
-            str(step.number), Text(label), SYMBOL[s.status], s.status.value, duration(took), Text(_detail(state, s))
-        )
+        detail = _detail(state, s)
+        if s.status in (StepStatus.SUCCEEDED, StepStatus.FAILED) or not detail:
+            detail = f"{s.status.value}{'; ' + detail if detail else ''}"
+        table.add_row(str(spec.step(key.step).number), SYMBOL[s.status], Text(str(key)), duration(took), Text(detail))
     return table
 
 
@@ -149,13 +153,13 @@ def print_plan(console: Console, planned: PlannedRun, *, dry_run: bool) -> None:
     console.print(Text.assemble((title, "bold"), f"  {spec.pipeline} · {planned.session.env_name}{source}"))
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("#", justify="right")
-    table.add_column("step")
-    table.add_column("action")
+    table.add_column("step", no_wrap=True)
+    table.add_column("action", no_wrap=True)
     table.add_column("why", overflow="fold")
     style = {Action.RUN: "cyan", Action.REUSE: "green", Action.SKIP: "dim"}
     symbol = {Action.RUN: "▶ run", Action.REUSE: "⏭ reuse", Action.SKIP: "⏸️  skip"}
     for d in planned.plan.decisions:
-        label = d.key.step + (f" [{d.key.context}]" if d.key.context else "")
+        label = str(d.key)
         row = (str(spec.step(d.key.step).number), Text(label), Text(symbol[d.action], style[d.action]), Text(d.reason))
         table.add_row(*row)
     console.print(table)

@@ -368,7 +368,14 @@ class StepFingerprint:
 
 
 @cache
-def _module_file(name: str) -> Path | None:
+def _module_file(name: str, beside: str | None = None) -> Path | None:
+    """The source file of a module: first beside the pipeline file (where the runner lets jobs live),
+    then on this interpreter's path. Parent packages may be imported; the module itself is not."""
+    if beside is not None:
+        base = Path(beside, *name.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
     try:
         found = importlib.util.find_spec(name)
     except (ImportError, ValueError, AttributeError):
@@ -405,7 +412,7 @@ def _code_scope(module: str) -> str:
     return ".".join(parts[:-2] if len(parts) >= 3 else parts[:-1]) or module
 
 
-def _read_source(module: str) -> _Source:
+def _read_source(module: str, beside: str | None) -> _Source:
     """The job's module and the modules of its own pipeline package it imports, transitively."""
     scope = _code_scope(module)
     files: dict[str, Path] = {}
@@ -415,7 +422,7 @@ def _read_source(module: str) -> _Source:
         name = pending.pop()
         if name in files:
             continue
-        path = _module_file(name)
+        path = _module_file(name, beside)
         if path is None:
             continue
         files[name] = path
@@ -453,7 +460,7 @@ class OutputFingerprinter(Fingerprinter):
         self.env_name = env_name
         self.env = env
         self.home = home
-        self.root = Path(spec.source_path).parent if spec.source_path else Path.cwd()
+        self.root = Path(spec.source_path).resolve().parent if spec.source_path else Path.cwd()
         self._sources: dict[str, tuple[_Source, tuple[tuple[int, int], ...]]] = {}
         self._digests: dict[tuple[str, int, int], str] = {}
         self._outputs: list[str] | None = None
@@ -510,7 +517,7 @@ class OutputFingerprinter(Fingerprinter):
         cached = self._sources.get(module)
         if cached is not None and tuple(_stamp(p) for p in cached[0].files.values()) == cached[1]:
             return cached[0]
-        source = _read_source(module)
+        source = _read_source(module, str(self.root))
         self._sources[module] = (source, tuple(_stamp(p) for p in source.files.values()))
         return source
 

@@ -260,21 +260,63 @@ def discover_partitions(storage_root: str | Path, partition_col: str = PARTITION
 def scan_partitions(storage_root: str | Path, partition_col: str = PARTITION_COL) -> tuple[Partition, ...]:
     """Every partition directory on disk with its files and row count (from Parquet footers only).
 
-    For checking a storage root before the catalog is changed; the catalog file is not opened.
+    For checking a storage root before the catalog is changed; the catalog file is not opened. A file
+    that cannot be read is `corrupt-file`; files of different schemas are `schema-mismatch`.
     """
     import duckdb
 
     conn = duckdb.connect()
     try:
-        return tuple(
-            _describe_partition(conn, d, v) for v, d in discover_partitions(storage_root, partition_col).items()
-        )
+        found = discover_partitions(storage_root, partition_col)
+        files = [f for d in found.values() for f in _data_files(d)]
+        check_same_schema(conn, files, JobErrorType.CORRUPT_FILE, JobErrorType.SCHEMA_MISMATCH)
+        return tuple(_describe_partition(conn, d, v) for v, d in found.items())
     finally:
         conn.close()
 
 
+def check_same_schema(conn: Any, files: list[Path], unreadable: JobErrorType, mismatch: JobErrorType) -> None:
+    """Every file readable and of one schema (column names and physical types, from the footers)."""
+    if not files:
+        return
+    try:
+        rows = conn.execute(
+            "SELECT file_name, name, type, converted_type, num_children FROM parquet_schema(?)",
+            [[str(f) for f in files]],
+        ).fetchall()
+    except Exception as exc:
+        bad = []
+        for file in files:
+            try:
+                conn.execute("SELECT count(*) FROM parquet_schema(?)", [str(file)]).fetchall()
+            except Exception as single:
+                bad.append(f"{file} ({engine.first_line(single)})")
+        raise job_error(
+            unreadable,
+            f"not readable Parquet: {'; '.join(bad) or engine.first_line(exc)}. Re-run the split step that writes it",
+        ) from exc
+    schemas: dict[str, list[tuple[Any, ...]]] = {}
+    for file_name, *element in rows:
+        schemas.setdefault(str(file_name), []).append(tuple(element))
+    shapes: dict[tuple[tuple[Any, ...], ...], list[str]] = {}
+    for file_name, elements in schemas.items():
+        shapes.setdefault(tuple(elements[1:]), []).append(file_name)  # the root's name depends on the writer
+    if len(shapes) > 1:
+        usual = max(shapes.values(), key=len)
+        odd = sorted(f for group in shapes.values() if group is not usual for f in group)
+        raise job_error(
+            mismatch,
+            f"{len(odd)} of {len(files)} files have another schema than the rest, e.g. {odd[0]}. "
+            "Re-run the split step that writes them, so that every partition has the same columns",
+        )
+
+
+def _data_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
+
+
 def _describe_partition(conn: Any, directory: Path, value: int) -> Partition:
-    files = sorted(p for p in directory.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_")))
+    files = _data_files(directory)
     rows = 0
     if files:
         listing = ", ".join(f"'{_text(str(f))}'" for f in files)
@@ -291,12 +333,15 @@ def _describe_partition(conn: Any, directory: Path, value: int) -> Partition:
 
 def _infer_columns(conn: Any, root: Path, partition_col: str) -> tuple[tuple[str, str], ...]:
     pattern = f"{root}/{partition_col}=*/*.parquet"
-    if not list(root.glob(f"{partition_col}=*/*.parquet")):
+    files = [f for d in discover_partitions(root, partition_col).values() for f in _data_files(d)]
+    if not files:
         raise job_error(
             JobErrorType.SCHEMA_INFERENCE_FAILED,
             f"cannot infer a schema: no Parquet files under {root}/{partition_col}=*/. "
             "Run the split steps (1 and 2) first, or fix storage_root",
         )
+    kind = JobErrorType.SCHEMA_INFERENCE_FAILED
+    check_same_schema(conn, files, kind, kind)
     try:
         rows = conn.execute(
             f"DESCRIBE SELECT * FROM read_parquet('{_text(pattern)}', hive_partitioning = true, "
@@ -304,7 +349,7 @@ def _infer_columns(conn: Any, root: Path, partition_col: str) -> tuple[tuple[str
         ).fetchall()
     except Exception as exc:
         raise job_error(
-            JobErrorType.SCHEMA_INFERENCE_FAILED,
+            kind,
             f"cannot infer a schema from {pattern}: {engine.first_line(exc)}. Re-run the split step that writes it",
         ) from exc
     data = [(str(r[0]), str(r[1])) for r in rows if r[0] != partition_col]

@@ -258,7 +258,13 @@ def _chunks(rows: int, files: int) -> list[tuple[int, int]]:
 
 
 def _gzip(plain: Path, target: Path) -> None:
-    with plain.open("rb") as source, gzip.open(target, "wb", compresslevel=1) as sink:
+    """Level 1: the data is mostly hex digits, which higher levels barely shrink further."""
+    # mtime 0 and no file name in the header, so the same rows and seed give the same bytes
+    with (
+        plain.open("rb") as source,
+        target.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as sink,
+    ):
         shutil.copyfileobj(source, sink, 1 << 22)
     plain.unlink()
 

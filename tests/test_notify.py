@@ -337,7 +337,6 @@ def test_a_run_with_no_progress_alerts_once_per_quiet_period(tmp_path: Path) -> 
     assert watch.check(now=t0 + 300) == []  # once per quiet period
     watch(StepSucceeded(run_id=1, at=t0 + 310, step="s"))
     watch.close()
-    history.close()
     assert sent == [stall]
 
 

@@ -20,7 +20,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -119,27 +120,26 @@ def when_text(at: float) -> str:
 class History:
     """Read-only journal access for messages: earlier fixes and the incident a run closes.
 
-    Opened lazily on the first failure or finish, so a run that goes well never reads its history.
+    Each use opens and closes its own connection: alerts are rare, and an observer that outlives its
+    run (a dashboard's) must not hold the journal open.
     """
 
     def __init__(self, home: Path, spec: PipelineSpec) -> None:
         self.home = home
         self.spec = spec
-        self._journal: Journal | None = None
-        self._lock = threading.Lock()
 
-    def journal(self) -> Journal:
+    @contextmanager
+    def journal(self) -> Iterator[Journal]:
         from flywheel.journal import open_journal
 
-        with self._lock:
-            if self._journal is None:
-                self._journal = open_journal(self.home)
-            return self._journal
+        with open_journal(self.home) as journal:
+            yield journal
 
     def past_fix_line(self, error_type: str, message: str) -> str | None:
         from flywheel.incidents import past_fix
 
-        found = past_fix(self.journal(), self.spec, error_type, message)
+        with self.journal() as journal:
+            found = past_fix(journal, self.spec, error_type, message)
         if found is None:
             return None
         note = found.note
@@ -149,7 +149,9 @@ class History:
     def closed_incident_lines(self, run_id: int) -> tuple[str, ...] | None:
         from flywheel.incidents import incidents
 
-        for inc in incidents(self.journal(), self.spec):
+        with self.journal() as journal:
+            found = incidents(journal, self.spec)
+        for inc in found:
             if inc.closed_by == run_id and inc.status.value == "resolved":
                 saved = inc.time_saved
                 lines = [f"incident {inc.id} closed after {duration_text(inc.recovery_seconds)} ({inc.cause.value})"]
@@ -162,12 +164,6 @@ class History:
                     )
                 return tuple(lines)
         return None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._journal is not None:
-                self._journal.close()
-                self._journal = None
 
 
 @dataclass

@@ -164,7 +164,8 @@ class OverdueWatch:
     def _begin(self, started: RunStarted) -> None:
         self._started = started
         try:
-            history = duration_history(self.history.journal(), started.pipeline, started.env, before_run=started.run_id)
+            with self.history.journal() as journal:
+                history = duration_history(journal, started.pipeline, started.env, before_run=started.run_id)
         except Exception:
             log.warning("overdue watch: cannot read step history; only stalls will be reported", exc_info=True)
             history = {}
@@ -251,9 +252,10 @@ class OverdueWatch:
                 error = self.redactor(str(exc))
                 log.warning("notifier %s failed: %s", target.name, error)
                 try:
-                    self.history.journal().append(
-                        NotifierFailed(run_id=message.run_id, at=time.time(), notifier=target.name, error=error)
-                    )
+                    with self.history.journal() as journal:
+                        journal.append(
+                            NotifierFailed(run_id=message.run_id, at=time.time(), notifier=target.name, error=error)
+                        )
                 except Exception:
                     log.warning("cannot journal the failure of notifier %s", target.name, exc_info=True)
 

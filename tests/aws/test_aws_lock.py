@@ -25,6 +25,13 @@ def _table() -> None:
     )
 
 
+def _item() -> dict[str, Any]:
+    item: dict[str, Any] = boto3.client("dynamodb").get_item(
+        TableName="omc-flywheel-dev-locks", Key={"lock_id": {"S": "db-refresh/dev"}}
+    )["Item"]
+    return item
+
+
 def _lock(**options: Any) -> AwsRunLock:
     return AwsRunLock(AWS, "db-refresh", "dev", **options)
 
@@ -43,9 +50,7 @@ def test_one_holder_at_a_time_and_the_refusal_names_it(aws: MotoServer) -> None:
     assert first.holder() is None
     with _lock(heartbeat_seconds=0).acquire(command="resume") as second:
         assert second.took_over is None  # released cleanly: nothing taken over
-        item = boto3.client("dynamodb").get_item(
-            TableName="omc-flywheel-dev-locks", Key={"lock_id": {"S": "db-refresh/dev"}}
-        )["Item"]
+        item = _item()
         assert {"token", "user", "host", "pid", "since", "expires_at", "heartbeat_at"} <= set(item)
     assert _lock().holder() is None
 
@@ -54,8 +59,9 @@ def test_a_dead_holder_is_taken_over_after_its_lease(aws: MotoServer) -> None:
     _table()
     dead = _lock(lease_seconds=1, heartbeat_seconds=0).acquire(command="run")  # never renews: "dies"
     with pytest.raises(RunLocked):
-        _lock(lease_seconds=1).acquire()
-    time.sleep(1.1)  # expires_at is whole seconds, at most now + lease
+        _lock(check_account=False).acquire()
+    expires = int(_item()["expires_at"]["N"])  # whole seconds, never earlier than since + lease
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
     assert dead.holder() is None
     with _lock(heartbeat_seconds=0).acquire(command="resume") as successor:
         assert successor.took_over is not None and successor.took_over.command == "run"
@@ -68,8 +74,8 @@ def test_a_dead_holder_is_taken_over_after_its_lease(aws: MotoServer) -> None:
 
 def test_the_heartbeat_keeps_a_live_holder(aws: MotoServer) -> None:
     _table()
-    with _lock(lease_seconds=1, heartbeat_seconds=0.2).acquire(command="run"):
-        time.sleep(1.3)
+    with _lock(lease_seconds=2, heartbeat_seconds=0.2).acquire(command="run"):
+        time.sleep(2.5)
         with pytest.raises(RunLocked):
             _lock().acquire()
 

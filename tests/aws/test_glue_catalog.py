@@ -67,26 +67,29 @@ def test_partitions_register_in_batches_idempotently(aws: MotoServer) -> None:
     catalog.require_database(create=True)
     table = _table()
     catalog.ensure_table(table)
-    specs = [PartitionSpec((str(v),), f"s3://b/split/x/id_part={v}", {"numRows": "10"}) for v in range(250)]
+    specs = [PartitionSpec((str(v),), f"s3://b/split/x/id_part={v}", {"numRows": "10"}) for v in range(205)]
     calls: list[int] = []
     catalog.client.meta.events.register(
         "before-parameter-build.glue.BatchCreatePartition",
         lambda params, **kw: calls.append(len(params["PartitionInputList"])),
     )
     first = catalog.register_partitions(table, specs)
-    assert len(first.created) == 250 and calls == [100, 100, 50]
+    assert len(first.created) == 205 and calls == [100, 100, 5]
     again = catalog.register_partitions(table, specs)
-    assert (again.created, again.updated, len(again.unchanged)) == ((), (), 250)
-    moved = [*specs[:-1], PartitionSpec(("249",), "s3://b/split/x2/id_part=249", {"numRows": "10"})]
-    changed = catalog.register_partitions(table, moved[:200], exact=True)
-    assert changed.updated == () and len(changed.deleted) == 50
-    assert len(catalog.partitions("part_x")) == 200
+    assert (again.created, again.updated, len(again.unchanged)) == ((), (), 205)
+    moved = [*specs[:-1], PartitionSpec(("204",), "s3://b/split/x2/id_part=204", {"numRows": "10"})]
+    assert catalog.check_partitions("part_x", moved).mislocated == (("204",),)
+    relocated = catalog.register_partitions(table, moved)
+    assert relocated.updated == (("204",),) and relocated.created == ()
+    changed = catalog.register_partitions(table, moved[:150], exact=True)
+    assert changed.updated == () and len(changed.deleted) == 55
+    assert len(catalog.partitions("part_x")) == 150
     check = catalog.check_partitions("part_x", moved)
-    assert not check.ok and len(check.missing) == 50 and check.unexpected == ()
+    assert not check.ok and len(check.missing) == 55 and check.unexpected == ()
     assert "missing" in check.describe()
     catalog.register_partitions(table, moved, exact=True)
     assert catalog.check_partitions("part_x", moved).ok
-    assert catalog.partitions("part_x")[("249",)]["StorageDescriptor"]["Location"] == "s3://b/split/x2/id_part=249"
+    assert catalog.partitions("part_x")[("204",)]["StorageDescriptor"]["Location"] == "s3://b/split/x2/id_part=204"
 
 
 def test_lake_formation_grants(aws: MotoServer) -> None:
@@ -172,7 +175,7 @@ class StandInGlue:
                 except BaseException as exc:  # surfaced by the test
                     self.errors.append(exc)
                 self.server.release_glue(run_id=run["Id"])
-            time.sleep(0.02)
+            time.sleep(0.05)
 
     def _work(self, run: dict[str, Any]) -> None:
         invocation = StepInvocation.from_json(run["Arguments"]["--flywheel_invocation"])

@@ -20,6 +20,7 @@ Table (created by the orchestration Terraform stack): partition key `lock_id` (s
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -133,14 +134,14 @@ class AwsRunLock:
             "env": self.env,
             **self._fields,
             "heartbeat_at": now,
-            "expires_at": int(now + self.lease_seconds),
+            "expires_at": math.ceil(now + self.lease_seconds),
         }
         try:
             answer = self._call(
                 "put_item",
                 Item=_dynamo(item),
                 ConditionExpression="attribute_not_exists(lock_id) OR expires_at < :now",
-                ExpressionAttributeValues=_dynamo({":now": int(now)}),
+                ExpressionAttributeValues=_dynamo({":now": now}),  # the same comparison as holder()
                 ReturnValues="ALL_OLD",
                 conditional=True,
             )
@@ -251,7 +252,7 @@ class AwsRunLock:
                 ConditionExpression="#token = :token",
                 ExpressionAttributeNames={"#token": "token"},
                 ExpressionAttributeValues=_dynamo(
-                    {":now": now, ":expires": int(now + self.lease_seconds), ":token": token}
+                    {":now": now, ":expires": math.ceil(now + self.lease_seconds), ":token": token}
                 ),
                 conditional=True,
             )

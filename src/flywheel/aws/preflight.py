@@ -294,7 +294,14 @@ def _check_nothing_running(
                 )
             return f"no execution of {aws.state_machine} running"
 
-        _busy_check(checker, "no execution running", "list executions", executions, machine)
+        _busy_check(
+            checker,
+            "no execution running",
+            "list executions",
+            executions,
+            machine,
+            fix="apply the orchestration Terraform stack (it creates the state machine), or fix aws.state_machine",
+        )
     glue = checker.client("glue")
 
     def glue_runs() -> str:
@@ -331,9 +338,17 @@ class _Busy(Exception):
         self.fix = fix
 
 
-def _busy_check(checker: _Checker, name: str, action: str, call: Callable[[], str], resource: str) -> None:
+def _busy_check(
+    checker: _Checker,
+    name: str,
+    action: str,
+    call: Callable[[], str],
+    resource: str,
+    *,
+    fix: str = "check the region and the environment's aws settings",
+) -> None:
     try:
-        checker.attempt(name, action, call, fix="check the region", permission=f"read access to {resource}")
+        checker.attempt(name, action, call, fix=fix, permission=f"read access to {resource}")
     except _Busy as busy:
         checker.add(name, False, busy.detail, busy.fix)
 

@@ -55,13 +55,27 @@ def check_profile(aws: AwsSettings, env_name: str, environ: Mapping[str, str] | 
         )
 
 
+_LOADER: list[Any] = []
+"""botocore's service-model loader, shared by the sessions of this process: the models are read-only
+JSON, and loading them again for every session costs a few hundred milliseconds per service."""
+
+
 def boto_session(aws: AwsSettings) -> Any:
     """A boto3 session on the environment's profile and region (an explicit profile ignores env keys)."""
     import boto3
+    import botocore.session
     from botocore.exceptions import ProfileNotFound
 
+    core = botocore.session.get_session()
+    if _LOADER:
+        core.register_component("data_loader", _LOADER[0])
+    else:
+        _LOADER.append(core.get_component("data_loader"))
     try:
-        return boto3.Session(profile_name=aws.profile, region_name=aws.region)
+        session = boto3.Session(botocore_session=core, profile_name=aws.profile, region_name=aws.region)
+        paths = _LOADER[0].search_paths  # boto3 appends its data folder for every session: keep it once
+        paths[:] = list(dict.fromkeys(paths))
+        return session
     except ProfileNotFound:
         raise BackendError(
             f"the AWS profile {aws.profile!r} is not configured on this machine",

@@ -319,7 +319,7 @@ def test_every_problem_in_the_config_is_reported_at_once(shared: Lake) -> None:
 
     message = str(failure.value)
     assert failure.value.error_type == "SchemaMappingError"
-    assert "(4 problem(s))" in message
+    assert "4 problems: (1)" in message and "\n" not in message
     for fragment in ("'shoe_size' is not a column", "matchKey 'no/slash'", "hashed must be", "UNIQUE_ID"):
         assert fragment in message
     assert not lake.er_path.exists(), "nothing is written when the mapping is invalid"

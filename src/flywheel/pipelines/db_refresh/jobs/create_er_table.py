@@ -18,6 +18,17 @@ The schema mapping is configuration, not code: the defaults below can be overrid
 and AWS's published limits *before* any data is written, so a typo such as `EMAIL` for
 `EMAIL_ADDRESS` fails here in seconds with the field, the bad value and the valid values, instead of
 failing later inside CreateSchemaMapping or, worse, producing a workflow that silently matches nothing.
+
+An override file; fields it does not name keep their defaults (`DEFAULT_FIELDS`, else STRING):
+
+    schemaName: omc-flywheel-part-addressable-ids-er
+    fields:
+      hashed_email: {type: EMAIL_ADDRESS, matchKey: email, hashed: true}
+      zip: ADDRESS_POSTALCODE        # a bare type: the field's other defaults (matchKey) stay
+      ip: {matchKey: null}           # null removes a default attribute: no matching on ip
+    exclude: [marital_status]        # columns left out of the mapping
+
+A `.json` file may instead hold the AWS shape, `{"mappedInputFields": [{"fieldName": ..., "type": ...}]}`.
 """
 
 from __future__ import annotations
@@ -75,6 +86,7 @@ _NAME = re.compile(r"^[a-zA-Z_0-9\- ]{0,255}$")
 _SCHEMA_NAME = re.compile(r"^[a-zA-Z_0-9-]{1,255}$")
 _FIELD_KEYS = ("type", "matchKey", "groupName", "hashed", "subType")
 _FILE_KEYS = ("schemaName", "description", "fields", "mappedInputFields", "exclude")
+_TYPE_PROBLEM = "is not a valid AWS Entity Resolution type"
 
 DEFAULT_SCHEMA_NAME = "omc-flywheel-part-addressable-ids-er"
 PARTITION_COLUMN = "id_part"
@@ -146,10 +158,12 @@ DEFAULT_FIELDS: Mapping[str, Mapping[str, Any]] = {
 
 
 def _schema_error(problems: Sequence[str], source: str) -> JobError:
-    lines = "\n".join(f"  - {p}" for p in problems)
+    """One line, so that a console headline or an alert subject carries the whole cause."""
+    listed = problems[0] if len(problems) == 1 else "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+    count = "" if len(problems) == 1 else f"{len(problems)} problems: "
+    types = f". Valid types: {', '.join(VALID_TYPES)}" if any(_TYPE_PROBLEM in p for p in problems) else ""
     return JobError(
-        f"invalid ER schema mapping in {source} ({len(problems)} problem(s)):\n{lines}\n"
-        f"fix: correct {source} and resume the run",
+        f"invalid ER schema mapping in {source}: {count}{listed}{types}. Fix: correct {source} and resume the run",
         error_type=SCHEMA_MAPPING_ERROR,
     )
 
@@ -176,7 +190,7 @@ def read_config(path: Path) -> Mapping[str, Any]:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise JobError(
-            f"{path} cannot be parsed: {exc}; fix: correct its syntax and resume the run",
+            f"{path} cannot be parsed: {' '.join(str(exc).split())}. Fix: correct its syntax and resume the run",
             error_type=SCHEMA_MAPPING_ERROR,
         ) from None
     if data is None:
@@ -184,7 +198,7 @@ def read_config(path: Path) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise JobError(
             f"{path} must hold a mapping with `fields:` (or `mappedInputFields:`), "
-            f"not a {type(data).__name__}; fix: see the example in the create_er_table docs",
+            f"not a {type(data).__name__}; fix: see the example in the create_er_table module docs",
             error_type=SCHEMA_MAPPING_ERROR,
         )
     return data
@@ -238,10 +252,7 @@ def _build_field(name: str, body: Mapping[str, Any], problems: list[str]) -> Map
         problems.append(f"field {name!r}: unknown key(s) {unknown}; allowed: {', '.join(_FIELD_KEYS)}")
     kind = body.get("type")
     if kind not in VALID_TYPES:
-        problems.append(
-            f"field {name!r}: type {kind!r} is not a valid AWS Entity Resolution type"
-            f"{_valid_type_hint(kind)}; valid types: {', '.join(VALID_TYPES)}"
-        )
+        problems.append(f"field {name!r}: type {kind!r} {_TYPE_PROBLEM}{_valid_type_hint(kind)}")
     for key in ("matchKey", "groupName", "subType"):
         value = body.get(key)
         if value is not None and (not isinstance(value, str) or not _NAME.match(value)):

@@ -142,6 +142,27 @@ def test_the_db_refresh_seam_registers_from_s3(aws: MotoServer) -> None:
     assert unregistered.value.error_type == "tables-not-registered"
 
 
+def test_s3_outputs_are_fingerprinted_by_their_listing(aws: MotoServer) -> None:
+    from flywheel.aws.s3 import s3_fingerprint, s3_listing, s3_output_fingerprint
+
+    create_bucket("data")
+    _write_split_output("s3://data/split_part/addressable_ids", range(3))
+    s3 = boto3.client("s3")
+    first = s3_fingerprint("s3://data/split_part/addressable_ids")
+    assert first is not None
+    listing = s3_listing("s3://data/split_part/addressable_ids/")
+    assert len(listing.objects) == 4 and all(o.etag for o in listing.objects)  # 3 parts and the manifest
+    s3.put_object(Bucket="data", Key="split_part/addressable_ids/_SUCCESS", Body=b"")  # hidden: ignored
+    s3.put_object(Bucket="data", Key="split_part/addressable_ids/.staging-1/x.parquet", Body=b"zz")
+    assert s3_fingerprint("s3://data/split_part/addressable_ids") == first
+    s3.put_object(Bucket="data", Key="split_part/addressable_ids/id_part=1/part-0.parquet", Body=b"rewritten")
+    assert s3_fingerprint("s3://data/split_part/addressable_ids") != first
+    assert s3_fingerprint("s3://data/split_part/nothing") is None
+    single = s3_output_fingerprint("s3://data/split_part/addressable_ids/_manifest.json")
+    assert single is not None and single["objects"] == 1
+    assert s3_output_fingerprint("s3://data/reports/none") is None
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -194,8 +215,9 @@ class StandInGlue:
         elif invocation.step == "prepare-part-tables":
             for name in ("addressable_ids", "infobase_attributes"):
                 table = f"{params['table_prefix']}{name}"
-                values = glue_catalog.discover_partitions(glue_catalog.get_table(params, table).storage_root)
-                glue_catalog.sync_partitions(params, table, values)
+                scanned = glue_catalog.scan_partitions(glue_catalog.get_table(params, table).storage_root)
+                assert all(p.rows > 0 for p in scanned)
+                glue_catalog.sync_partitions(params, table, [p.value for p in scanned])
                 outputs.append({"table": table, "fingerprint": glue_catalog.table_fingerprint(params, table)})
         path = invocation.result_path
         assert path is not None

@@ -6,9 +6,10 @@ Two layers:
   keys, register partitions in batches of at most 100 (`BatchCreatePartition`; those already there
   are updated only when their location or statistics changed), drop partitions in batches of 25,
   check what is registered against what should be, and grant Lake Formation permissions.
-- The db-refresh seam: `register_table`, `sync_partitions`, `add_partitions`, `get_table` and
-  `table_fingerprint` take the step's `params` and return the same `TableInfo` as the local DuckDB
-  catalog (`flywheel.pipelines.db_refresh.catalog`), so a job calls one or the other by environment.
+- The db-refresh seam: `register_table`, `sync_partitions`, `add_partitions`, `get_table`,
+  `scan_partitions` and `table_fingerprint` have the signatures of the local DuckDB catalog's functions
+  (`flywheel.pipelines.db_refresh.catalog`) and return its `TableInfo` and `Partition`, so that module
+  can hand a call to this one when `is_glue_catalog(params)`, and the jobs stay the same.
   Partitions are found by listing `storage_root/id_part=N/` in S3; the schema comes from the
   `_manifest.json` the split step writes (Spark types, which are Hive types) or from `columns`.
 
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from flywheel.invocation import JobError
 
 if TYPE_CHECKING:
-    from flywheel.pipelines.db_refresh.catalog import TableInfo
+    from flywheel.pipelines.db_refresh.catalog import Partition, TableInfo
 
 PARTITION_COL = "id_part"
 CREATE_BATCH = 100  # BatchCreatePartition / BatchUpdatePartition limit
@@ -379,6 +380,22 @@ def discover_partitions(
             files.append(match.group(2))
             found[value] = (location, files, size + int(item["Size"]))
     return {v: (loc, tuple(sorted(files)), size) for v, (loc, files, size) in sorted(found.items())}
+
+
+def scan_partitions(storage_root: str, partition_col: str = PARTITION_COL, *, s3: Any = None) -> tuple[Partition, ...]:
+    """The partitions in S3 now, described like the local catalog's `scan_partitions`.
+
+    Row counts come from the split step's `_manifest.json` (S3 listings cannot count rows); a partition
+    the manifest does not know gets `rows = -1` (unknown), never 0, so it is not taken for empty.
+    """
+    from flywheel.pipelines.db_refresh.catalog import Partition
+
+    manifest = read_manifest(storage_root, s3=s3)
+    rows = {int(k): int(v.get("rows", -1)) for k, v in ((manifest or {}).get("partitions") or {}).items()}
+    return tuple(
+        Partition(value=value, location=location, files=files, rows=rows.get(value, -1), bytes=size)
+        for value, (location, files, size) in discover_partitions(storage_root, partition_col, s3=s3).items()
+    )
 
 
 def read_manifest(storage_root: str, *, s3: Any = None) -> Mapping[str, Any] | None:

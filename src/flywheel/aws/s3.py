@@ -156,3 +156,12 @@ def write_json(uri: str, body: Mapping[str, Any], *, client: Any = None) -> None
     target = parse_s3_uri(uri)
     data = json.dumps(body, default=str, sort_keys=True).encode()
     _s3_client(client).put_object(Bucket=target.bucket, Key=target.key, Body=data, ContentType="application/json")
+
+
+def s3_output_fingerprint(uri: str, params: Mapping[str, Any] | None = None) -> Mapping[str, Any] | None:
+    """An output verifier (`(uri, params) -> fingerprint | None`, the shape `flywheel.outputs` calls):
+    the listing's object count, bytes and digest, or None when nothing is there."""
+    listing = s3_listing(uri)
+    if not listing.exists:
+        return None
+    return {"objects": len(listing.objects), "bytes": listing.bytes, "listing": listing.fingerprint}

@@ -125,7 +125,7 @@ def line_chart(
     """A small multi-series line chart as inline SVG (history of a metric across runs)."""
     palette = ("#2680c2", "#cf3030", "#3f9142", "#d9a400", "#8662c7", "#e12d39", "#0e7c86")
     longest = max((len(s.name) for s in series), default=0)
-    left, right, top, bottom = 60, min(max(80, 7 * longest + 40), width // 2), 24, 36
+    left, right, top, bottom = 80, min(max(80, 7 * longest + 40), width // 2), 24, 36
     plot_w, plot_h = width - left - right, height - top - bottom
     known = [v for s in series for v in s.values if v is not None]
     low, high = (min(known), max(known)) if known else (0.0, 1.0)
@@ -145,8 +145,8 @@ def line_chart(
         f'<text x="0" y="14" font-weight="600">{esc(title)}</text>',
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#9fb3c8"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#9fb3c8"/>',
-        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{esc(f"{high:,.4g}")}</text>',
-        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">{esc(f"{low:,.4g}")}</text>',
+        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{esc(_tick(high))}</text>',
+        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">{esc(_tick(low))}</text>',
     ]
     for i, label in enumerate(x_labels):
         if len(x_labels) <= 12 or i in (0, len(x_labels) - 1):
@@ -164,6 +164,10 @@ def line_chart(
         parts.append(f'<text x="{left + plot_w + 26}" y="{ly}">{esc(line.name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _tick(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def page(title: str, body: Sequence[str], *, subtitle: str = "") -> str:

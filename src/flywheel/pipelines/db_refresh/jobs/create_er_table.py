@@ -497,8 +497,14 @@ def run(invocation: StepInvocation) -> JobResult:
         mapping = resolve_schema_mapping(columns, config, source=str(config_file or "defaults"))
         table = build_er_table(addressable, infobase)
         output = engine.write_partitioned(table, er_root / ER_TABLE, PARTITION_COLUMN)
+    if output.rows == 0:
+        raise JobError(
+            f"the ER table {output.path} is empty: no addressable record has both an id and a match key "
+            "(hashed_email, hashed_phone, maid, ip or zip). Check the split output of step 1, then resume",
+            error_type=str(engine.JobErrorType.EMPTY_SOURCE),
+        )
     write_text_atomic(er_root / "schema_mapping.json", json.dumps(mapping.to_aws(), indent=2) + "\n")
-    registered = _register(params, er_root / ER_TABLE) if output.partitions else None
+    registered = _register(params, er_root / ER_TABLE)
     log.info(
         "ER table: %d records in %d parts; schema mapping from %s", output.rows, len(output.partitions), mapping.source
     )

@@ -39,7 +39,6 @@ from flywheel.invocation import JobError, JobResult, StepInvocation
 from flywheel.pipelines.db_refresh import catalog, engine
 from flywheel.pipelines.db_refresh import report_html as h
 from flywheel.pipelines.db_refresh.jobs.create_er_table import (
-    ER_TABLE,
     PARTITION_COLUMN,
     read_er_table,
 )
@@ -731,7 +730,7 @@ def measure(invocation: StepInvocation) -> Snapshot:
         tables = {
             f"{prefix}addressable_ids": measure_table(addressable, f"{prefix}addressable_ids"),
             f"{prefix}infobase_attributes": measure_table(infobase, f"{prefix}infobase_attributes"),
-            ER_TABLE: measure_table(er, ER_TABLE, key="record_id"),
+            f"{prefix}addressable_ids_er": measure_table(er, f"{prefix}addressable_ids_er", key="record_id"),
         }
         match = measure_match(addressable, infobase)
     return Snapshot(tables=tables, match=match)

@@ -17,6 +17,8 @@ from tests.support.moto_server import MotoServer, start_moto_server
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account for unknown access keys
 PROFILES = ("flywheel-dev", "flywheel-prod")
+OPERATOR_KEY = "flywheel-operator"
+"""The access key of the profiles: calls signed with it are flywheel's own (test setup signs `testing`)."""
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +38,7 @@ def aws(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     config = tmp_path / "aws-config"
     config.write_text(
         "".join(
-            f"[profile {name}]\nregion = {REGION}\naws_access_key_id = testing\naws_secret_access_key = testing\n\n"
+            f"[profile {name}]\nregion = {REGION}\naws_access_key_id = {OPERATOR_KEY}\naws_secret_access_key = x\n\n"
             for name in PROFILES
         )
         + f"[default]\nregion = {REGION}\n"

@@ -109,11 +109,18 @@ class World:
 
 
 def deploy(server: MotoServer, home: Path, *, timeout_seconds: int | None = None) -> World:
-    """Glue jobs, bucket, SNS topic (with an SQS subscriber to read alerts) and the state machine."""
+    """What the dev Terraform stack creates: Glue jobs, bucket, lock table, SNS topic (with an SQS
+    subscriber to read alerts) and the state machine running the exported definition."""
     session = api.open_session("db-refresh", ENV, home)
     spec = session.spec
     create_glue_jobs(spec, ENV, max_concurrent=4)
     boto3.client("s3").create_bucket(Bucket="omc-flywheel-dev-data")
+    boto3.client("dynamodb").create_table(
+        TableName="omc-flywheel-dev-locks",
+        KeySchema=[{"AttributeName": "lock_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "lock_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
     topic = sns.create_topic(Name=TOPIC)["TopicArn"]
     queue = sqs.create_queue(QueueName="alerts")["QueueUrl"]

@@ -104,7 +104,7 @@ def test_calls_are_recorded_as_iam_actions(aws: MotoServer) -> None:
     s3.head_object(Bucket="bkt", Key="k/x")
     boto3.client("sns").create_topic(Name="t")
     boto3.client("glue").get_jobs()
-    assert aws.calls() == [
+    assert aws.calls("testing") == [
         "s3:CreateBucket",
         "s3:PutObject",
         "s3:ListBucket",

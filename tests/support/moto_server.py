@@ -501,13 +501,13 @@ class MotoServer:
             runs: list[dict[str, Any]] = json.loads(response.read())["runs"]
         return runs
 
-    def calls(self, *, state_machine: bool = False) -> list[str]:
-        """IAM actions called since the last reset, in order: by clients (flywheel, the test), or with
-        `state_machine=True` by Step Functions' own service integrations (what the state machine role
-        needs)."""
+    def calls(self, principal: str | None = None) -> list[str]:
+        """IAM actions called since the last reset, in order; only those signed with the access key
+        `principal` when given (`SFN_INTERNAL_KEY`: Step Functions' own service integrations, i.e. what
+        the state machine role needs)."""
         with urllib.request.urlopen(self.endpoint + CONTROL_PREFIX + "calls", timeout=10) as response:
             calls: list[dict[str, str]] = json.loads(response.read())["calls"]
-        return [c["action"] for c in calls if (c["principal"] == SFN_INTERNAL_KEY) == state_machine]
+        return [c["action"] for c in calls if principal is None or c["principal"] == principal]
 
     def reset(self) -> None:
         """Forget every resource, rule and run (between tests sharing one server)."""

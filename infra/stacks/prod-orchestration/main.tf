@@ -1,0 +1,104 @@
+# db-refresh orchestration in prod. Apply with the flywheel-prod profile:
+#   flywheel sfn export --env prod --output infra/stacks/prod-orchestration/db-refresh.asl.json
+#   terraform -chdir=infra/stacks/prod-orchestration apply
+# The definition file is generated: never edit it by hand (a test compares it with the export).
+
+terraform {
+  required_version = ">= 1.6"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 5.60"
+    }
+  }
+  backend "s3" {
+    bucket         = "omc-flywheel-prod-terraform-state"
+    key            = "orchestration/terraform.tfstate"
+    region         = "us-east-1"
+    dynamodb_table = "omc-flywheel-prod-terraform-locks"
+  }
+}
+
+provider "aws" {
+  region  = "us-east-1"
+  profile = "flywheel-prod"
+}
+
+variable "flywheel_version" {
+  description = "The flywheel version uploaded by `flywheel aws package --upload --env prod`."
+  type        = string
+}
+
+variable "operator_principals" {
+  description = "IAM/SSO role ARNs of the people who run and recover db-refresh in prod."
+  type        = list(string)
+}
+
+module "orchestration" {
+  source = "../../modules/flywheel-orchestration"
+
+  env                   = "prod"
+  region                = "us-east-1"
+  state_machine_name    = "omc-flywheel-prod-db-refresh"
+  definition            = file("${path.module}/db-refresh.asl.json")
+  sns_topic_name        = "omc-flywheel-prod-db-refresh-alerts"
+  lock_table_name       = "omc-flywheel-prod-locks"
+  data_bucket           = "omc-flywheel-prod-data"
+  glue_database         = "omc_flywheel_prod"
+  glue_artifacts_prefix = "s3://omc-flywheel-prod-data/_flywheel/glue/${var.flywheel_version}"
+  flywheel_version      = var.flywheel_version
+  operator_principals   = var.operator_principals
+  log_retention_days    = 365
+
+  glue_jobs = {
+    "addressable-split-and-part" = {
+      name                = "omc-flywheel-prod-addressable-split-and-part"
+      worker_type         = "G.2X"
+      workers             = 20
+      timeout_minutes     = 120
+      max_concurrent_runs = 1
+    }
+    "infobase-split-and-part" = {
+      name                = "omc-flywheel-prod-infobase-split-and-part"
+      worker_type         = "G.2X"
+      workers             = 20
+      timeout_minutes     = 120
+      max_concurrent_runs = 1
+    }
+    "register-part-tables" = {
+      name                = "omc-flywheel-prod-register-part-tables"
+      worker_type         = "G.1X"
+      workers             = 2
+      timeout_minutes     = 30
+      max_concurrent_runs = 2
+    }
+    "prepare-part-tables" = {
+      name                = "omc-flywheel-prod-prepare-part-tables"
+      worker_type         = "G.1X"
+      workers             = 2
+      timeout_minutes     = 30
+      max_concurrent_runs = 1
+    }
+    "create-part-addressable-ids-er-table" = {
+      name                = "omc-flywheel-prod-create-part-addressable-ids-er-table"
+      worker_type         = "G.2X"
+      workers             = 10
+      timeout_minutes     = 60
+      max_concurrent_runs = 1
+    }
+    "generate-data-monitor-report" = {
+      name                = "omc-flywheel-prod-generate-data-monitor-report"
+      worker_type         = "G.1X"
+      workers             = 2
+      timeout_minutes     = 20
+      max_concurrent_runs = 1
+    }
+    "generate-cleanrooms-report" = {
+      name                = "omc-flywheel-prod-generate-cleanrooms-report"
+      worker_type         = "G.1X"
+      workers             = 2
+      timeout_minutes     = 20
+      max_concurrent_runs = 1
+    }
+  }
+}

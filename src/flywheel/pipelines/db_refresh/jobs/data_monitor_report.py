@@ -74,7 +74,7 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {
     "rows_change_fail": 0.50,
     "duplicate_rate_warn": 0.01,
     "duplicate_rate_fail": 0.10,
-    "null_rate_warn": 0.50,
+    "null_rate_warn": 0.60,
     "null_rate_fail": 0.99,
     "null_rate_change_warn": 0.05,
     "null_rate_change_fail": 0.25,

@@ -10,7 +10,6 @@ gone) is refused with the fix: a full `flywheel run`. `verify_run` is the checkl
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -255,52 +254,59 @@ def _first_line(text: str | None, limit: int = 160) -> str:
 @dataclass(frozen=True)
 class Orphan:
     pid: int
+    group: int
     key: str
 
 
-def live_step_processes(home: Path, run_id: int) -> list[Orphan]:
-    """Step processes of `run_id` in this home that are still alive (Linux `/proc`; else none).
+ORPHAN_WAIT_SECONDS = 6.0
+"""How long a resume waits for a dead runner's steps to stop (the fork server stops them on its own)."""
 
-    A runner killed with SIGKILL cannot stop its steps, which run in their own sessions; rerunning one
-    while the old process still writes the same outputs would corrupt them.
+
+def live_step_processes(home: Path, run_id: int) -> list[Orphan]:
+    """Processes still writing an attempt log of `run_id` in this home (Linux `/proc`; else none).
+
+    A step's output goes to its attempt's log, so a live process whose stdout or stderr is one of the
+    run's logs is one of its steps (or a child of one), whether it was forked, exec'd or spawned by a
+    shell command.
     """
     proc = Path("/proc")
+    logs = str(home / "logs" / f"run-{run_id}") + os.sep
+    found: dict[int, Orphan] = {}
     if not proc.is_dir():
         return []
-    found: list[Orphan] = []
-    wanted = f"FLYWHEEL_RUN_ID={run_id}".encode()
     for entry in proc.iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if wanted not in environ:
-            continue
-        values = dict(item.decode(errors="replace").partition("=")[::2] for item in environ if b"=" in item)
-        try:
-            params = json.loads(values.get("FLYWHEEL_PARAMS", "{}"))
-        except ValueError:
-            continue
-        if str(params.get("home")) != str(home):
-            continue
-        context = values.get("FLYWHEEL_CONTEXT") or ""
-        key = values.get("FLYWHEEL_STEP", "?") + (f"[{context}]" if context else "")
-        found.append(Orphan(int(entry.name), key))
-    return found
+        for fd in ("1", "2"):
+            try:
+                target = os.readlink(entry / "fd" / fd)
+                group = os.getpgid(int(entry.name))
+            except OSError:
+                continue
+            if target.startswith(logs):
+                key = Path(target).name.split(".attempt-")[0]
+                found[int(entry.name)] = Orphan(int(entry.name), group, key)
+                break
+    return sorted(found.values(), key=lambda o: o.pid)
 
 
 def _refuse_while_orphans_run(session: Session, source: RunState) -> None:
+    """A runner killed with SIGKILL cannot stop its steps. Its fork server stops them when it notices,
+    so wait a moment; a step still writing after that (its fork server died too) would race a rerun
+    of the same outputs, so the resume is refused with the command that stops it."""
     if source.status.value != "interrupted" or source.finished_at is not None:
         return  # a run that ended cleanly stopped its steps
+    deadline = time.monotonic() + ORPHAN_WAIT_SECONDS
     orphans = live_step_processes(session.home, source.run_id)
+    while orphans and time.monotonic() < deadline:
+        time.sleep(0.1)
+        orphans = live_step_processes(session.home, source.run_id)
     if orphans:
-        pids = " ".join(f"-{o.pid}" for o in orphans)
+        groups = " ".join(f"-{g}" for g in sorted({o.group for o in orphans}))
         raise PlanRefused(
-            f"run {source.run_id}'s runner died but {len(orphans)} of its steps still run: "
+            f"run {source.run_id}'s runner died but {len(orphans)} of its step processes still run: "
             + ", ".join(f"{o.key} (pid {o.pid})" for o in orphans),
-            fix=f"wait for them to end, or stop them with `kill -TERM -- {pids}`; then resume",
+            fix=f"wait for them to end, or stop them with `kill -TERM -- {groups}`; then resume",
         )
 
 

@@ -153,6 +153,7 @@ DEFAULT_FIELDS: Mapping[str, Mapping[str, Any]] = {
     "ip": {"type": "IPV4", "matchKey": "ip"},
     "zip": {"type": "ADDRESS_POSTALCODE", "matchKey": "zip"},
     "last_seen": {"type": "DATE"},
+    "updated_at": {"type": "DATE"},
     "state": {"type": "ADDRESS_STATE"},
 }
 

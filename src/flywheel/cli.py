@@ -532,6 +532,15 @@ def _mount_recovery() -> None:
 _mount_recovery()
 
 
+def _mount_ui() -> None:
+    from flywheel.ui.cli import ui  # typer only; starlette, jinja2 and uvicorn are imported when it runs
+
+    app.command("ui")(ui)
+
+
+_mount_ui()
+
+
 def main() -> None:
     try:
         app()

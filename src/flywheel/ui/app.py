@@ -1,0 +1,354 @@
+"""The dashboard's routes: Starlette, Jinja2 templates rendered on the server, one small script for live parts.
+
+Handlers are plain functions run in Starlette's thread pool (journal reads are short SQLite queries);
+only the live stream is asynchronous, and it reads the journal in worker threads too. Each request
+opens the journal and closes it: WAL mode lets a runner append while the dashboard reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from flywheel.errors import FlywheelError, NotFound
+from flywheel.incidents import CAUSE_HELP, Cause, find_incident, note_incident, parse_since, summarize
+from flywheel.journal import Journal, open_journal
+from flywheel.lock import current_identity
+from flywheel.reports import STATE_COLOURS, badge, bar_chart, dur, when
+from flywheel.reports.run_report import graph_svg, incident_section, timeline_svg
+from flywheel.state import RunStatus
+from flywheel.ui import views
+from flywheel.ui.launcher import Launcher
+from flywheel.ui.live import LiveRun
+from flywheel.ui.security import Guard, GuardMiddleware, csrf_of
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+LIVE_TICK = 0.4
+KEEPALIVE = 15.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One dashboard: the home it reads, the pipeline for runs without a recorded definition, its guard."""
+
+    home: Path
+    guard: Guard
+    pipeline: str | None = None
+
+
+def trusted(html: str) -> Markup:
+    """HTML built by flywheel's own renderers (reports, the steps partial), which escape every value."""
+    return Markup(html)
+
+
+def _templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("flywheel.ui", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["dur"] = lambda s: dur(s) if s is not None else ""
+    env.filters["when"] = when
+    env.filters["badge"] = lambda s: trusted(badge(str(s)))
+    env.globals["STATE_COLOURS"] = STATE_COLOURS
+    return env
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The dashboard as an ASGI app (uvicorn serves it; tests may too)."""
+    templates = _templates()
+    catalog = views.Catalog(settings.home, settings.pipeline)
+    launcher = Launcher(settings.home)
+
+    def redactor() -> Any:
+        return catalog.redactor(settings.guard.token)
+
+    def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("nav", "")
+        body = templates.get_template(name).render(csrf=csrf_of(request.scope), request=request, **context)
+        return HTMLResponse(body, status_code=status_code)
+
+    def journal() -> Journal:
+        return open_journal(settings.home)
+
+    def query(request: Request, name: str) -> str | None:
+        value = request.query_params.get(name, "").strip()
+        return value or None
+
+    def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+        """Turn a flywheel error into a page (404 for what does not exist) instead of a server error."""
+
+        def wrapper(request: Request) -> Response:
+            try:
+                return handler(request)
+            except FlywheelError as exc:
+                status = 404 if isinstance(exc, NotFound) else 400
+                if request.headers.get("accept", "").startswith("application/json") or request.method == "POST":
+                    return JSONResponse({"error": exc.message, "fix": exc.fix}, status_code=status)
+                return render(request, "error.html", status_code=status, message=exc.message, fix=exc.fix)
+
+        return wrapper
+
+    def run_id_of(request: Request) -> int:
+        text = request.path_params["run_id"]
+        if not text.isdigit():
+            raise NotFound(f"no run {text!r}", fix="pick a run from the list")
+        return int(text)
+
+    # -- pages -------------------------------------------------------------------------------
+
+    def home(request: Request) -> Response:
+        return RedirectResponse("/runs", status_code=303)
+
+    @guarded
+    def runs(request: Request) -> Response:
+        started = time.perf_counter()
+        pipeline, env, status = query(request, "pipeline"), query(request, "env"), query(request, "status")
+        with journal() as j:
+            listing = views.list_runs(j, settings.home, pipeline=pipeline, env=env, status=status)
+        return render(
+            request,
+            "runs.html",
+            nav="runs",
+            listing=listing,
+            chosen={"pipeline": pipeline, "env": env, "status": status},
+            any_running=any(r.status is RunStatus.RUNNING for r in listing.runs),
+            took_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def render_steps(rows: list[views.StepRow]) -> str:
+        return templates.get_template("_steps.html").render(steps=rows)
+
+    @guarded
+    def run(request: Request) -> Response:
+        started = time.perf_counter()
+        run_id = run_id_of(request)
+        with journal() as j:
+            page = views.run_page(catalog, j, run_id, redact=redactor())
+        spec = page.session.spec if page.session else None
+        active = launcher.active(page.pipeline, page.env)
+        return render(
+            request,
+            "run.html",
+            nav="runs",
+            page=page,
+            state=page.state,
+            graph=trusted(graph_svg(spec, page.state)) if spec else None,
+            timeline=trusted(timeline_svg(spec, page.state, page.spans, time.time())) if spec else None,
+            steps_html=trusted(render_steps(list(page.steps))),
+            incident_html=trusted(incident_section(page.incident)) if page.incident else None,
+            active_job=active,
+            took_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def log_file(request: Request) -> Response:
+        run_id = run_id_of(request)
+        name = request.path_params["name"]
+        with journal() as j:
+            state, events = views.load_run(j, settings.home, run_id)
+            path = views.log_path_of(events, state, name)
+        if path is None or not Path(path).exists():
+            return PlainTextResponse(f"run {run_id} has no log {name!r}", status_code=404)
+        redact = redactor()
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        return PlainTextResponse(redact(text))
+
+    async def live(request: Request) -> Response:
+        """Server-sent events while the run goes on; the stream ends with a `done` event."""
+        from starlette.responses import StreamingResponse
+
+        try:
+            run_id = run_id_of(request)
+            watcher = await anyio.to_thread.run_sync(
+                lambda: LiveRun(catalog, run_id, render_steps=render_steps, redact=redactor())
+            )
+        except FlywheelError as exc:
+            return PlainTextResponse(exc.message, status_code=404 if isinstance(exc, NotFound) else 400)
+
+        async def stream() -> AsyncIterator[str]:
+            quiet_since = time.monotonic()
+            try:
+                yield "retry: 1000\n\n"
+                while True:
+                    messages, finished = await anyio.to_thread.run_sync(watcher.poll)
+                    for message in messages:
+                        yield message
+                    if messages:
+                        quiet_since = time.monotonic()
+                    elif time.monotonic() - quiet_since > KEEPALIVE:
+                        quiet_since = time.monotonic()
+                        yield ": keep-alive\n\n"
+                    if finished:
+                        return
+                    await anyio.sleep(LIVE_TICK)
+            finally:
+                await anyio.to_thread.run_sync(watcher.close)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"X-Accel-Buffering": "no"},
+        )
+
+    @guarded
+    def resume(request: Request) -> Response:
+        """Start `flywheel resume RUN --yes` in the background, after the same checks a person would make."""
+        run_id = run_id_of(request)
+        form = _form(request)
+        with journal() as j:
+            session = catalog.session(j, run_id)
+            state, _ = views.load_run(j, settings.home, run_id)
+            row = j.run(run_id)
+        if session is None:
+            return _refuse(
+                409,
+                f"the definition of run {run_id}'s pipeline cannot be found",
+                "start the dashboard with --pipeline PATH, or resume from a terminal",
+            )
+        if state.status not in views.RESUMABLE:
+            return _refuse(409, f"run {run_id} is {state.status.value}; only a failed or interrupted run resumes")
+        holder = views.Locks(settings.home).holder(row.pipeline, row.env)
+        if holder is not None or launcher.active(row.pipeline, row.env) is not None:
+            who = holder.describe() if holder else "a resume started from this dashboard"
+            return _refuse(
+                409, f"{row.pipeline} in {row.env} is already being run by {who}", "wait for that run to finish"
+            )
+        if catalog.environment_confirms(session) and form.get("confirm_env", "").strip() != row.env:
+            return _refuse(400, f"{row.env} needs its name typed to confirm the resume", f"type {row.env}")
+        user, host = current_identity()
+        job = launcher.start(
+            run_id,
+            pipeline=row.pipeline,
+            env=row.env,
+            definition=session.spec.source_path,
+            cwd=session.project.root,
+            note=f"resumed from the dashboard by {user}@{host}",
+        )
+        log.info("started a resume of run %s (job %s)", run_id, job.id)
+        return JSONResponse({"job": job.id, "status_url": f"/jobs/{job.id}"}, status_code=202)
+
+    def job(request: Request) -> Response:
+        found = launcher.get(request.path_params["job_id"])
+        if found is None:
+            return JSONResponse({"error": "no such job"}, status_code=404)
+        with journal() as j:
+            body = launcher.describe(found, j)
+        body["output"] = redactor()(body["output"])
+        return JSONResponse(body)
+
+    @guarded
+    def incidents_page(request: Request) -> Response:
+        pipeline, env, status = query(request, "pipeline"), query(request, "env"), query(request, "status")
+        with journal() as j:
+            listing = views.list_incidents(j, pipeline=pipeline, env=env, status=status)
+        return render(
+            request,
+            "incidents.html",
+            nav="incidents",
+            listing=listing,
+            chosen={"pipeline": pipeline, "env": env, "status": status},
+        )
+
+    @guarded
+    def incident_page(request: Request) -> Response:
+        ref = request.path_params["incident_id"]
+        if not ref.isdigit():
+            raise NotFound(f"no incident {ref!r}", fix="pick one from the list")
+        with journal() as j:
+            inc = find_incident(j, None, int(ref))
+        return render(
+            request,
+            "incident.html",
+            nav="incidents",
+            inc=inc,
+            section=trusted(incident_section(inc)),
+            excerpts=list(zip(inc.failures, views.excerpts(inc), strict=True)),
+            causes=[c.value for c in Cause],
+        )
+
+    @guarded
+    def note(request: Request) -> Response:
+        ref = request.path_params["incident_id"]
+        if not ref.isdigit():
+            raise NotFound(f"no incident {ref!r}")
+        form = _form(request)
+        category = form.get("category", "").strip() or None
+        user, host = current_identity()
+        with journal() as j:
+            inc, event = note_incident(
+                j,
+                None,
+                int(ref),
+                cause=form.get("cause", ""),
+                fix=form.get("fix", ""),
+                category=category,
+                user=f"{user}@{host} (dashboard)",
+            )
+        return JSONResponse({"incident": inc.id, "at": event.at}, status_code=201)
+
+    @guarded
+    def patterns(request: Request) -> Response:
+        pipeline, env = query(request, "pipeline"), query(request, "env")
+        since_text = query(request, "since") or "30d"
+        start = None if since_text == "all" else parse_since(since_text)
+        with journal() as j:
+            listing = views.list_incidents(j, pipeline=pipeline, env=env)
+        summary = summarize(listing.incidents[::-1], since=start)
+        charts = {
+            name: trusted(bar_chart([(k, float(v)) for k, v in counts.items()], label=f"failures by {name}"))
+            for name, counts in (("step", summary.by_step), ("cause", summary.by_cause), ("env", summary.by_env))
+        }
+        return render(
+            request,
+            "patterns.html",
+            nav="patterns",
+            summary=summary,
+            charts=charts,
+            listing=listing,
+            chosen={"pipeline": pipeline, "env": env, "since": since_text},
+            cause_help=CAUSE_HELP,
+        )
+
+    routes = [
+        Route("/", home),
+        Route("/runs", runs),
+        Route("/runs/{run_id}", run),
+        Route("/runs/{run_id}/live", live),
+        Route("/runs/{run_id}/logs/{name}", log_file),
+        Route("/runs/{run_id}/resume", resume, methods=["POST"]),
+        Route("/jobs/{job_id}", job),
+        Route("/incidents", incidents_page),
+        Route("/incidents/report", patterns),
+        Route("/incidents/{incident_id}", incident_page),
+        Route("/incidents/{incident_id}/notes", note, methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, guard=settings.guard)])
+
+
+def _form(request: Request) -> dict[str, str]:
+    """A urlencoded body, read without python-multipart (the dashboard's forms are small and flat)."""
+    raw = anyio.from_thread.run(request.body)
+    return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _refuse(status: int, message: str, fix: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "fix": fix}, status_code=status)

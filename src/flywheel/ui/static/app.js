@@ -1,0 +1,139 @@
+// flywheel dashboard: live updates of a running run (server-sent events), the Resume dialog, incident notes.
+// Everything shown is rendered by the server; this script only swaps in what the server sent.
+"use strict";
+
+(function () {
+  const byId = (id) => document.getElementById(id);
+  const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+
+  // A POST from our own page: the CSRF token goes in a header (the server refuses a POST without it).
+  async function post(url, fields) {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/x-www-form-urlencoded", "X-CSRF-Token": csrf() },
+      body: new URLSearchParams(fields),
+    });
+    const text = await response.text();
+    let body;
+    try { body = JSON.parse(text); } catch (e) { body = { error: text }; }
+    return { ok: response.ok, status: response.status, body };
+  }
+
+  function explain(body) {
+    return (body.error || "the server refused") + (body.fix ? "\n" + body.fix : "");
+  }
+
+  // ---- filters: submit on change, without empty fields in the address
+  document.querySelectorAll("form[data-autosubmit]").forEach((form) => {
+    form.addEventListener("submit", () => {
+      form.querySelectorAll("select").forEach((s) => { s.disabled = !s.value; });
+    });
+    form.querySelectorAll("select").forEach((s) => s.addEventListener("change", () => form.requestSubmit()));
+  });
+
+  // ---- a running run follows its journal
+  const page = byId("run-page");
+  if (page && page.dataset.live === "1") follow(page);
+
+  function follow(page) {
+    const source = new EventSource("/runs/" + page.dataset.run + "/live");
+    let updates = 0;
+    source.addEventListener("state", (event) => {
+      const data = JSON.parse(event.data);
+      updates += 1;
+      byId("live-events").textContent = String(updates);
+      if (data.graph) byId("graph-box").innerHTML = data.graph;
+      if (data.steps) byId("steps-box").innerHTML = data.steps;
+      if (data.timeline) byId("timeline-box").innerHTML = data.timeline;
+      const status = byId("run-status");
+      status.dataset.status = data.status;
+      status.innerHTML = data.badge;
+      if (byId("run-took")) byId("run-took").textContent = data.took_text || "";
+    });
+    source.addEventListener("log", (event) => appendLog(JSON.parse(event.data)));
+    source.addEventListener("done", (event) => {
+      source.close();
+      const data = JSON.parse(event.data);
+      page.dataset.live = "0";
+      page.dataset.finished = data.status;
+      byId("live-banner").hidden = true;
+      const done = byId("done-banner");
+      done.textContent = "run " + data.status + (data.status === "succeeded" ? "" : ": reload the page for the failure and the resume plan");
+      done.className = "banner " + (data.status === "succeeded" ? "ok" : "bad");
+      done.hidden = false;
+    });
+  }
+
+  function appendLog(data) {
+    let box = document.querySelector('details.log[data-log="' + CSS.escape(data.name) + '"]');
+    if (!box) {
+      const empty = byId("no-logs");
+      if (empty) empty.remove();
+      box = document.createElement("details");
+      box.className = "log";
+      box.dataset.log = data.name;
+      box.dataset.key = data.key;
+      box.open = true;
+      const summary = document.createElement("summary");
+      summary.textContent = data.key + " · attempt " + data.attempt + " · " + data.name;
+      const pre = document.createElement("pre");
+      pre.className = "log-text";
+      box.append(summary, pre);
+      byId("logs").append(box);
+    }
+    const pre = box.querySelector("pre");
+    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    const text = data.lines.length ? data.lines.join("\n") + "\n" : "";
+    if (data.reset) pre.textContent = text; else pre.append(text);
+    if (atEnd) pre.scrollTop = pre.scrollHeight;
+  }
+
+  // ---- Resume: a dialog that shows the plan's counts, asks for the env's name where it is protected
+  const dialog = byId("resume-dialog");
+  if (dialog) {
+    const confirm = byId("resume-confirm");
+    const error = byId("resume-error");
+    const typed = byId("confirm-env");
+    byId("resume-button").addEventListener("click", () => { error.hidden = true; dialog.showModal(); });
+    byId("resume-cancel").addEventListener("click", () => dialog.close());
+    if (typed) typed.addEventListener("input", () => { confirm.disabled = typed.value.trim() !== typed.dataset.expected; });
+    byId("resume-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      confirm.disabled = true;
+      confirm.textContent = "Starting…";
+      const answer = await post("/runs/" + dialog.dataset.run + "/resume", { confirm_env: typed ? typed.value.trim() : "" });
+      if (!answer.ok) return fail(explain(answer.body));
+      watch(answer.body.status_url);
+    });
+
+    function fail(text) {
+      error.textContent = text;
+      error.hidden = false;
+      confirm.textContent = "Resume";
+      confirm.disabled = Boolean(typed) && typed.value.trim() !== typed.dataset.expected;
+    }
+
+    // The resume process journals a new run; once it has, the page of that run takes over.
+    async function watch(url) {
+      const job = await (await fetch(url, { credentials: "same-origin" })).json();
+      if (job.url) { window.location.assign(job.url); return; }
+      if (job.state === "exited") return fail("the resume ended (exit code " + job.exit_code + ") before it started a run:\n" + job.output);
+      setTimeout(() => watch(url), 200);
+    }
+  }
+
+  // ---- incident notes
+  const noteForm = byId("note-form");
+  if (noteForm) {
+    noteForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const fields = Object.fromEntries(new FormData(noteForm).entries());
+      const answer = await post("/incidents/" + noteForm.dataset.incident + "/notes", fields);
+      if (answer.ok) { window.location.reload(); return; }
+      const error = byId("note-error");
+      error.textContent = explain(answer.body);
+      error.hidden = false;
+    });
+  }
+})();

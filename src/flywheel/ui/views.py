@@ -1,0 +1,530 @@
+"""What the dashboard's pages show, read from the journal and the pipeline definitions. No web code here.
+
+A home can hold runs of several pipelines, so every run is read with the definition its `RunStarted`
+recorded (cached by file and modification time). Status is folded from events as everywhere else; an
+unfinished run counts as running only while its runner holds the lock, as in `flywheel status`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flywheel import api
+from flywheel.errors import FlywheelError
+from flywheel.events import Event, StepReused
+from flywheel.incidents import (
+    Incident,
+    IncidentStatus,
+    LogExcerpt,
+    PastFix,
+    ReusedStep,
+    classify,
+    incidents,
+    log_excerpt,
+    past_fix,
+    time_saved,
+)
+from flywheel.journal import Journal
+from flywheel.lock import Holder, RunLock
+from flywheel.notify import AWS_SECRET_VARIABLES, Redactor
+from flywheel.planner import Action, Mode, PlanRequest, TimeSaved
+from flywheel.render import SYMBOL
+from flywheel.reports.run_report import AttemptSpan, attempts
+from flywheel.spec import PipelineSpec, Project, StepKey, load_project
+from flywheel.state import RunState, RunStatus, StepState, StepStatus, as_crashed, as_running, fold
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 200
+RESUMABLE = (RunStatus.FAILED, RunStatus.INTERRUPTED)
+
+
+def symbol(status: StepStatus) -> str:
+    return SYMBOL[status].strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# definitions and sessions
+
+
+class Catalog:
+    """Pipeline definitions by path, parsed once per version of the file (a page must not parse YAML).
+
+    `default_pipeline` (the `--pipeline` of `flywheel ui`) serves runs whose recorded definition has
+    moved or was never recorded (imports from Step Functions), when its name matches theirs.
+    """
+
+    def __init__(self, home: Path, default_pipeline: str | None = None) -> None:
+        self.home = home
+        self.default_pipeline = default_pipeline
+        self._cache: dict[str, tuple[float, Project]] = {}
+
+    def project(self, definition: str | None, pipeline: str) -> Project | None:
+        for ref in (definition, self.default_pipeline):
+            if not ref:
+                continue
+            path = Path(ref)
+            try:
+                mtime = path.stat().st_mtime if path.exists() else 0.0
+                cached = self._cache.get(ref)
+                if cached is None or cached[0] != mtime:
+                    cached = (mtime, load_project(ref))
+                    self._cache[ref] = cached
+            except FlywheelError as exc:
+                log.debug("cannot load pipeline %s: %s", ref, exc.message)
+                continue
+            if cached[1].spec.pipeline == pipeline:
+                return cached[1]
+        return None
+
+    def session(self, journal: Journal, run_id: int) -> api.Session | None:
+        """The session a run belongs to (its pipeline, its environment, this home), or None without a definition."""
+        row = journal.run(run_id)
+        started = journal.run_started(run_id)
+        project = self.project(started.definition if started else None, row.pipeline)
+        if project is None:
+            return None
+        return api.Session(project=project, env_name=row.env, home=self.home)
+
+    def environment_confirms(self, session: api.Session) -> bool:
+        """An environment with `confirm: true` (prod) asks for its name to be typed before a resume."""
+        env = session.project.config.environments.get(session.env_name)
+        return bool(env is not None and env.confirm)
+
+    def redactor(self, token: str | None = None) -> Redactor:
+        """Masks secrets this process can see (AWS keys, the notifier secrets projects name, the UI token)."""
+        names: set[str] = set(AWS_SECRET_VARIABLES)
+        for _, project in self._cache.values():
+            for env in project.config.environments.values():
+                for notifier in env.notifications:
+                    names.update(n for n in (notifier.url_env, notifier.password_env) if n)
+        return Redactor([os.environ.get(n) for n in sorted(names)] + [token])
+
+
+class Locks:
+    """Lock holders per pipeline and environment, asked once per page."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._seen: dict[tuple[str, str], Holder | None] = {}
+
+    def holder(self, pipeline: str, env: str) -> Holder | None:
+        if (pipeline, env) not in self._seen:
+            self._seen[(pipeline, env)] = RunLock(self.home, pipeline, env).holder()
+        return self._seen[(pipeline, env)]
+
+    def settle(self, state: RunState, pipeline: str, env: str) -> RunState:
+        if state.status is not RunStatus.UNFINISHED:
+            return state
+        holder = self.holder(pipeline, env)
+        return as_running(state) if holder is not None and holder.run_id == state.run_id else as_crashed(state)
+
+
+def load_run(journal: Journal, home: Path, run_id: int) -> tuple[RunState, list[Event]]:
+    row = journal.run(run_id)
+    events = journal.events(run_id)
+    return Locks(home).settle(fold(run_id, events), row.pipeline, row.env), events
+
+
+# ---------------------------------------------------------------------------------------------
+# the run list
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: int
+    pipeline: str
+    env: str
+    status: RunStatus
+    started_at: float | None
+    duration: float | None
+    user: str
+    parent_run: int | None
+    request: str
+    failed: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class RunList:
+    runs: tuple[RunSummary, ...]
+    pipelines: tuple[str, ...]
+    envs: tuple[str, ...]
+    statuses: tuple[str, ...] = tuple(s.value for s in RunStatus if s is not RunStatus.UNFINISHED)
+    truncated: bool = False
+
+
+def describe_request(request: Mapping[str, Any]) -> str:
+    """A run's request as the flags that would repeat it: `resume --skip=1,2`."""
+    what = str(request.get("mode", "")) if request else ""
+    for flag in ("skip", "only"):
+        if request.get(flag):
+            what += f" --{flag}={','.join(request[flag])}"
+    if request.get("from_step"):
+        what += f" --from-step={request['from_step']}"
+    if request.get("force"):
+        what += " --force"
+    return what
+
+
+def list_runs(
+    journal: Journal,
+    home: Path,
+    *,
+    pipeline: str | None = None,
+    env: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> RunList:
+    """Newest runs first, filtered. Runs are folded in batches until `limit` of them pass the status filter."""
+    every = journal.runs()
+    pipelines = tuple(sorted({r.pipeline for r in every}))
+    envs = tuple(sorted({r.env for r in every}))
+    rows = [r for r in every if (pipeline is None or r.pipeline == pipeline) and (env is None or r.env == env)]
+    locks = Locks(home)
+    out: list[RunSummary] = []
+    truncated = False
+    for start in range(0, len(rows), 200):
+        batch = rows[start : start + 200]
+        events = journal.events_of_runs([r.run_id for r in batch])
+        for row in batch:
+            state = locks.settle(fold(row.run_id, events[row.run_id]), row.pipeline, row.env)
+            if status and state.status.value != status:
+                continue
+            if len(out) == limit:
+                truncated = True
+                break
+            st = state.started
+            out.append(
+                RunSummary(
+                    run_id=row.run_id,
+                    pipeline=row.pipeline,
+                    env=row.env,
+                    status=state.status,
+                    started_at=st.at if st else row.created,
+                    duration=state.duration,
+                    user=f"{st.user}@{st.host}" if st and st.user else "",
+                    parent_run=st.parent_run if st else None,
+                    request=describe_request(st.request) if st else "",
+                    failed=tuple(str(k) for k in state.failed_keys),
+                    source=st.source if st else "",
+                )
+            )
+        if truncated:
+            break
+    return RunList(runs=tuple(out), pipelines=pipelines, envs=envs, truncated=truncated)
+
+
+# ---------------------------------------------------------------------------------------------
+# one run
+
+
+@dataclass(frozen=True)
+class StepRow:
+    number: int
+    key: str
+    status: str
+    symbol: str
+    attempts: int
+    started_at: float | None
+    duration: float | None
+    detail: str
+
+
+def step_detail(s: StepState) -> str:
+    if s.status is StepStatus.FAILED:
+        return f"{s.error_type}: {s.error_message}"
+    if s.status is StepStatus.REUSED:
+        return f"reused from run {s.produced_by}" + (" (stale, kept)" if s.stale_kept else "")
+    if s.status is StepStatus.MARKED:
+        return f"marked succeeded: {s.note}"
+    if s.status is StepStatus.INTERRUPTED:
+        return "interrupted (started, never finished)"
+    if s.status is StepStatus.RUNNING:
+        return f"running (attempt {s.attempts})"
+    if s.status is StepStatus.NOT_STARTED:
+        return "not executed"
+    return s.reason or ""
+
+
+def step_rows(spec: PipelineSpec, state: RunState) -> list[StepRow]:
+    """One row per step and context, in the order the pipeline runs them."""
+    keys = [
+        key
+        for step in spec.topological_steps
+        for key in ([StepKey(step.id, c) for c in state.contexts.get(step.id, ())] or list(step.keys))
+    ]
+    rows = []
+    for key in keys:
+        s = state.step(key)
+        rows.append(
+            StepRow(
+                number=spec.by_id[key.step].number,
+                key=str(key),
+                status=s.status.value,
+                symbol=symbol(s.status),
+                attempts=s.attempts,
+                started_at=s.started_at,
+                duration=s.duration,
+                detail=step_detail(s)[:400],
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class FailureView:
+    """A failed step as the operator needs it: the error, the classified cause, hints, the log lines."""
+
+    key: str
+    number: int
+    error_type: str
+    error_message: str
+    attempts: int
+    duration: float | None
+    cause: str
+    hints: tuple[str, ...]
+    excerpt: LogExcerpt | None
+    log_name: str | None
+    past: PastFix | None
+
+
+@dataclass(frozen=True)
+class LogView:
+    name: str
+    key: str
+    attempt: int
+    outcome: str
+    lines: tuple[str, ...]
+    cut: bool
+
+
+@dataclass(frozen=True)
+class ResumePreview:
+    """The dry-run plan of resuming this run: exactly what the Resume button would start."""
+
+    decisions: tuple[dict[str, Any], ...] = ()
+    to_run: int = 0
+    to_reuse: int = 0
+    saved: TimeSaved | None = None
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class RunPage:
+    state: RunState
+    pipeline: str
+    env: str
+    session: api.Session | None
+    steps: tuple[StepRow, ...]
+    failures: tuple[FailureView, ...]
+    logs: tuple[LogView, ...]
+    children: tuple[tuple[int, str], ...]
+    incident: Incident | None
+    reused: tuple[ReusedStep, ...]
+    saved: TimeSaved | None
+    preview: ResumePreview | None
+    busy: Holder | None
+    confirm_env: bool
+    spans: tuple[AttemptSpan, ...] = field(default=())
+
+    @property
+    def resumable(self) -> bool:
+        return self.state.status in RESUMABLE and self.session is not None
+
+    @property
+    def live(self) -> bool:
+        return self.state.status is RunStatus.RUNNING
+
+
+def read_tail(path: str, lines: int = LOG_TAIL_LINES, max_bytes: int = 256 * 1024) -> tuple[list[str], bool, int]:
+    """The last `lines` lines of a log, whether it was cut, and the byte offset the tail ends at."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            raw = handle.read()
+    except OSError:
+        return [], False, 0
+    text = raw.decode("utf-8", "replace")
+    all_lines = text.splitlines()
+    if size > max_bytes and all_lines:
+        all_lines = all_lines[1:]  # a partial first line
+    return all_lines[-lines:], len(all_lines) > lines or size > max_bytes, size
+
+
+def log_views(spans: Sequence[AttemptSpan], redact: Redactor) -> list[LogView]:
+    out = []
+    for s in spans:
+        if not s.log_path:
+            continue
+        lines, cut, _ = read_tail(s.log_path)
+        out.append(
+            LogView(
+                name=Path(s.log_path).name,
+                key=str(s.key),
+                attempt=s.attempt,
+                outcome=s.outcome,
+                lines=tuple(redact(line) for line in lines),
+                cut=cut,
+            )
+        )
+    return out
+
+
+def log_path_of(events: Sequence[Event], state: RunState, name: str) -> str | None:
+    """The journaled log file of a run called `name`; only those files are ever served."""
+    for span in attempts(events, state):
+        if span.log_path and Path(span.log_path).name == name:
+            return span.log_path
+    return None
+
+
+def failures(journal: Journal, spec: PipelineSpec, state: RunState, spans: Sequence[AttemptSpan]) -> list[FailureView]:
+    logs = {(s.key, s.attempt): s.log_path for s in spans}
+    out = []
+    for key in state.failed_keys:
+        s = state.step(key)
+        cause, hints = classify(spec.by_id.get(key.step), s.error_type or "", s.error_message or "")
+        path = logs.get((key, s.attempts))
+        out.append(
+            FailureView(
+                key=str(key),
+                number=spec.by_id[key.step].number if key.step in spec.by_id else 0,
+                error_type=s.error_type or "",
+                error_message=s.error_message or "",
+                attempts=s.attempts,
+                duration=s.duration,
+                cause=cause.value,
+                hints=hints,
+                excerpt=log_excerpt(path, s.error_type or "", s.error_message or "") if path else None,
+                log_name=Path(path).name if path else None,
+                past=past_fix(journal, spec, s.error_type or "", s.error_message or ""),
+            )
+        )
+    return out
+
+
+def resume_preview(session: api.Session, run_id: int) -> ResumePreview:
+    """`flywheel resume RUN --dry-run`, for the page. A refused plan is shown, not raised."""
+    try:
+        planned = api.dry_run(session, PlanRequest(mode=Mode.RESUME, source_run=run_id))
+    except FlywheelError as exc:
+        return ResumePreview(error=exc.message, fix=exc.fix)
+    spec = session.spec
+    decisions = tuple(
+        {
+            "number": spec.by_id[d.key.step].number,
+            "key": str(d.key),
+            "action": d.action.value,
+            "reason": d.reason,
+            "source_run": d.source.produced_by if d.source else None,
+            "duration": d.source.duration if d.source else None,
+        }
+        for d in planned.plan.decisions
+    )
+    return ResumePreview(
+        decisions=decisions,
+        to_run=len(planned.plan.keys(Action.RUN)),
+        to_reuse=len(planned.plan.keys(Action.REUSE)),
+        saved=planned.time_saved,
+        warnings=planned.warnings,
+    )
+
+
+def children(journal: Journal, pipeline: str, env: str, run_id: int, home: Path) -> list[tuple[int, str]]:
+    """Later runs that continue this one (resumes), with their status."""
+    rows = [r for r in journal.runs(pipeline, env, limit=200) if r.run_id > run_id]
+    events = journal.events_of_runs([r.run_id for r in rows])
+    locks = Locks(home)
+    out = []
+    for row in sorted(rows, key=lambda r: r.run_id):
+        state = fold(row.run_id, events[row.run_id])
+        if state.started is not None and state.started.parent_run == run_id:
+            out.append((row.run_id, locks.settle(state, pipeline, env).status.value))
+    return out
+
+
+def incident_of(journal: Journal, spec: PipelineSpec | None, state: RunState) -> Incident | None:
+    """The incident a run opened, joined or closed. Only failed runs and resumes can have one."""
+    started = state.started
+    if state.status not in RESUMABLE and not (started and started.parent_run):
+        return None
+    run_id = state.run_id
+    return next((i for i in incidents(journal, spec) if run_id in i.runs or i.closed_by == run_id), None)
+
+
+def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redactor, preview: bool = True) -> RunPage:
+    """Everything the run page shows. The resume plan is computed only for a run that can be resumed."""
+    row = journal.run(run_id)
+    state, events = load_run(journal, catalog.home, run_id)
+    session = catalog.session(journal, run_id)
+    spec = session.spec if session else None
+    spans = attempts(events, state)
+    reused = tuple(
+        ReusedStep(key=e.key, source_run=e.source_run, duration=e.duration, dpu_hours=e.dpu_hours)
+        for e in events
+        if isinstance(e, StepReused)
+    )
+    busy = Locks(catalog.home).holder(row.pipeline, row.env)
+    resumable = state.status in RESUMABLE and session is not None
+    return RunPage(
+        state=state,
+        pipeline=row.pipeline,
+        env=row.env,
+        session=session,
+        steps=tuple(step_rows(spec, state)) if spec else (),
+        failures=tuple(failures(journal, spec, state, spans)) if spec else (),
+        logs=tuple(log_views(spans, redact)),
+        children=tuple(children(journal, row.pipeline, row.env, run_id, catalog.home)),
+        incident=incident_of(journal, spec, state),
+        reused=reused,
+        saved=time_saved(spec, reused) if reused else None,
+        preview=resume_preview(session, run_id) if preview and resumable and session and busy is None else None,
+        busy=busy,
+        confirm_env=catalog.environment_confirms(session) if session else False,
+        spans=tuple(spans),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# incidents
+
+
+@dataclass(frozen=True)
+class IncidentList:
+    incidents: tuple[Incident, ...]
+    pipelines: tuple[str, ...]
+    envs: tuple[str, ...]
+    statuses: tuple[str, ...] = tuple(s.value for s in IncidentStatus)
+
+
+def list_incidents(
+    journal: Journal, *, pipeline: str | None = None, env: str | None = None, status: str | None = None
+) -> IncidentList:
+    """Every incident of every pipeline in this home, newest first, filtered."""
+    found = incidents(journal, None, all_pipelines=True)
+    chosen = [
+        i
+        for i in reversed(found)
+        if (pipeline is None or i.pipeline == pipeline)
+        and (env is None or i.env == env)
+        and (status is None or i.status.value == status)
+    ]
+    return IncidentList(
+        incidents=tuple(chosen),
+        pipelines=tuple(sorted({i.pipeline for i in found})),
+        envs=tuple(sorted({i.env for i in found})),
+    )
+
+
+def excerpts(incident: Incident) -> list[LogExcerpt | None]:
+    return [log_excerpt(f.log_path, f.error_type, f.error_message) for f in incident.failures]

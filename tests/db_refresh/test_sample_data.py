@@ -38,7 +38,7 @@ def read_parquet(path: Path | str) -> list[dict[str, object]]:
 @pytest.fixture(scope="module")
 def delivery(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("delivery") / "raw"
-    generate(root, rows=3000, seed=1, files=3)
+    generate(root, rows=2000, seed=1, files=3)
     return root
 
 
@@ -46,7 +46,7 @@ def test_addressable_ids_arrive_as_gzip_csv_files_with_a_header_and_realistic_va
     files = sorted((delivery / "addressable_ids").glob("*.csv.gz"))
     assert len(files) == 3
     rows = [row for f in files for row in read_csv_gz(f)]
-    assert len(rows) == 3000
+    assert len(rows) == 2000
     assert list(rows[0]) == list(ADDRESSABLE_COLUMNS)
 
     ids = [r["id"].strip().lower() for r in rows]
@@ -105,7 +105,7 @@ def test_the_same_rows_and_seed_give_the_same_files_and_another_seed_does_not(tm
 
 @pytest.mark.parametrize("fault", list(Fault))
 def test_each_fault_breaks_the_delivery_in_its_own_way(tmp_path: Path, fault: Fault) -> None:
-    result = generate(tmp_path / "raw", rows=300, seed=2, files=3, fault=fault)
+    result = generate(tmp_path / "raw", rows=120, seed=2, files=3, fault=fault)
     addressable = [Path(p) for p in result.addressable_files]
     infobase = [Path(p) for p in result.infobase_files]
 

@@ -1,12 +1,14 @@
 """The one place where DuckDB (through SQLFrame) and Spark differ for the db-refresh jobs.
 
-Jobs are written once against the PySpark DataFrame API. Locally that API is SQLFrame on an in-memory
-DuckDB connection; on AWS Glue it is a real SparkSession. SQLFrame covers most of the API but not
+Jobs are written once against the PySpark DataFrame API. Locally that API is SQLFrame on a DuckDB
+connection; on AWS Glue it is a real SparkSession. SQLFrame covers most of the API but not
 `write.partitionBy`, `pmod`, `xxhash64` or `conv`, and its `hash()` is not Spark's, so anything that
 must agree byte for byte across engines (the bucket of an id, the partition layout on disk) is defined
 here, once per engine, and nowhere else.
 
-Storage is local paths only for now: `s3://` roots arrive with the Spark engine.
+Where SQLFrame falls short (partitioned writes, re-planning long lineages) this module drops to DuckDB
+SQL on the session's own connection. Storage is local paths only for now: `s3://` roots arrive with the
+Spark engine.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -27,8 +28,6 @@ from types import ModuleType
 from typing import Any, TypeAlias
 
 from flywheel.invocation import JobError
-
-log = logging.getLogger(__name__)
 
 Session: TypeAlias = Any
 """A `pyspark.sql.SparkSession` or a SQLFrame `DuckDBSession`: both speak the PySpark API."""
@@ -271,8 +270,7 @@ def read_csv(session: Session, paths: Sequence[str | os.PathLike[str]], schema: 
     listing = ", ".join(f"'{_sql_text(f)}'" for f in files)
     return _duckdb_view(
         session,
-        f"SELECT * FROM read_csv([{listing}], header = true, auto_detect = false, "
-        f"columns = {{{', '.join(columns)}}}, timestampformat = '%Y-%m-%d %H:%M:%S')",
+        f"SELECT * FROM read_csv([{listing}], header = true, auto_detect = false, columns = {{{', '.join(columns)}}})",
     )
 
 

@@ -481,17 +481,24 @@ class OutputFingerprinter(Fingerprinter):
         reported: Sequence[Mapping[str, Any]],
         params: Mapping[str, Any],
     ) -> tuple[Mapping[str, Any], ...]:
-        records = [fingerprint_output(uri, params) for uri in declared]
-        seen = {os.path.abspath(split_scheme(uri)[1]) for uri in declared if split_scheme(uri)[0] is None}
+        """A fingerprint per declared output; what the job reported about an output (rows, partitions)
+        is kept beside it as `details`. A reported path that was not declared is fingerprinted too."""
+        records: dict[str, dict[str, Any]] = {_identity(uri): fingerprint_output(uri, params) for uri in declared}
         for item in reported:
-            path = item.get("path")
-            if isinstance(path, str) and not _is_remote(path):
-                if os.path.abspath(path) not in seen:
-                    seen.add(os.path.abspath(path))
-                    records.append({**fingerprint_output(path, params), "reported": True})
-            else:
-                records.append({**item, "reported": True})
-        return tuple(records)
+            where = item.get("uri") or item.get("path")
+            details = {k: v for k, v in item.items() if k not in ("uri", "path")}
+            if not isinstance(where, str):
+                records[f"#{len(records)}"] = {"reported": True, "details": details}
+                continue
+            record = records.get(_identity(where))
+            if record is None:
+                is_path = split_scheme(where)[0] is None and not _is_remote(where)
+                record = fingerprint_output(where, params) if is_path else {"uri": where, "unchecked": "not declared"}
+                record["reported"] = True
+                records[_identity(where)] = record
+            if details:
+                record["details"] = details
+        return tuple(records.values())
 
     # -- the step fingerprint ---------------------------------------------------------------------
 
@@ -611,6 +618,12 @@ def modified_after(paths: Sequence[Path], moment: float, limit: int = 10000) -> 
                     changed.append(str(path))
                     break
     return changed
+
+
+def _identity(uri: str) -> str:
+    """One spelling per output: a local path made absolute, a scheme URI as written."""
+    scheme, rest = split_scheme(uri)
+    return uri if scheme is not None or _is_remote(rest) else os.path.abspath(rest)
 
 
 def _listing(root: Path) -> str:

@@ -136,7 +136,7 @@ def test_chromium_renders_the_failed_step_as_failed(failed_and_resumed: Sandbox,
     node = page.locator('#graph g.node[data-key="b[y]"]')
     assert node.is_visible() and node.get_attribute("data-state") == "failed"
     assert node.locator("rect").evaluate("e => getComputedStyle(e).fill") == "rgb(251, 213, 213)"
-    assert (node.locator("text.sub").text_content() or "").startswith("failed")
+    assert (node.locator("text.sub").text_content() or "").startswith("[y] failed")
     assert page.locator('#graph g.node[data-key="b[x]"]').get_attribute("data-state") == "succeeded"
     row = page.locator('#steps tr[data-key="b[y]"]')
     assert row.locator(".badge").inner_text() == "failed"

@@ -45,6 +45,7 @@ pre { background: #f6f8fa; padding: 8px 10px; overflow-x: auto; font-size: 12px;
        white-space: pre-wrap; word-break: break-word; }
 pre .err { background: #fbd5d5; display: block; }
 details { margin: 4px 0; } summary { cursor: pointer; }
+.scroll { overflow-x: auto; } .nowrap { white-space: nowrap; }
 .hint { margin: 2px 0; } .cmd { background: #f6f8fa; padding: 2px 6px; border-radius: 4px; }
 svg text { font: 12px system-ui, sans-serif; } svg .sub { font-size: 11px; fill: #555; }
 .node rect { stroke-width: 1.6; } .edge { fill: none; stroke: #9aa4b2; stroke-width: 1.3; }

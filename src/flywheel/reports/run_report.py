@@ -79,7 +79,7 @@ def graph_svg(spec: PipelineSpec, state: RunState) -> str:
     for step in sorted(spec.steps, key=lambda s: (layer[s.id], s.number)):
         keys = [StepKey(step.id, c) for c in state.contexts.get(step.id, ())] or list(step.keys)
         columns.setdefault(layer[step.id], []).extend(keys)
-    w, h, gap_x, gap_y, pad = 210, 46, 56, 16, 12
+    w, h, gap_x, gap_y, pad = 196, 46, 40, 14, 12
     pos: dict[StepKey, tuple[float, float]] = {}
     tallest = max(len(keys) for keys in columns.values())
     for col, keys in columns.items():
@@ -88,7 +88,9 @@ def graph_svg(spec: PipelineSpec, state: RunState) -> str:
             pos[key] = (pad + col * (w + gap_x), pad + offset + row * (h + gap_y))
     width = pad * 2 + len(columns) * (w + gap_x) - gap_x
     height = pad * 2 + tallest * (h + gap_y) - gap_y
-    parts = [f'<svg id="graph" role="img" aria-label="run graph" width="{width}" height="{height}">']
+    parts = [
+        f'<div class="scroll"><svg id="graph" role="img" aria-label="run graph" width="{width}" height="{height}">'
+    ]
     for key, (x, y) in pos.items():
         for dep in spec.by_id[key.step].depends_on:
             for up, (ux, uy) in pos.items():
@@ -104,11 +106,13 @@ def graph_svg(spec: PipelineSpec, state: RunState) -> str:
         status = s.status.value
         fill, stroke = STATE_COLOURS[status]
         number = spec.by_id[key.step].number
-        name = f"{key.step} [{key.context}]" if key.context else key.step
-        label = name if len(name) <= 28 else name[:27] + "…"
+        label = key.step if len(key.step) <= 24 else key.step[:23] + "…"
         sub = status + (f" · {dur(s.duration)}" if s.duration is not None else "")
         if s.status is StepStatus.REUSED:
-            sub = f"reused from run {s.produced_by}"
+            sub = f"reused (run {s.produced_by})"
+        if key.context:
+            sub = f"[{key.context}] {sub}"
+        sub = sub if len(sub) <= 32 else sub[:31] + "…"
         dash = ' stroke-dasharray="4 3"' if s.status in (StepStatus.NOT_STARTED, StepStatus.SKIPPED) else ""
         tip = f"{key}: {status}" + (f" — {s.error_type}: {s.error_message}" if s.error_type else "")
         parts.append(
@@ -118,7 +122,7 @@ def graph_svg(spec: PipelineSpec, state: RunState) -> str:
             f'<text x="{x + 10}" y="{y + 19}"><tspan font-weight="600">{number}</tspan> {esc(label)}</text>'
             f'<text x="{x + 10}" y="{y + 36}" class="sub">{esc(sub)}</text></g>'
         )
-    parts.append("</svg>")
+    parts.append("</svg></div>")
     return "".join(parts)
 
 
@@ -137,7 +141,9 @@ def timeline_svg(spec: PipelineSpec, state: RunState, spans: Sequence[AttemptSpa
     left, width, bar_h, gap, top = 260, 860, 18, 8, 24
     plot = width - left - 20
     height = top + len(rows) * (bar_h + gap) + 8
-    parts = [f'<svg id="timeline" role="img" aria-label="timeline" width="{width}" height="{height}">']
+    parts = [
+        f'<div class="scroll"><svg id="timeline" role="img" aria-label="timeline" width="{width}" height="{height}">'
+    ]
     for i in range(6):
         x = left + plot * i / 5
         parts.append(
@@ -158,7 +164,7 @@ def timeline_svg(spec: PipelineSpec, state: RunState, spans: Sequence[AttemptSpa
                 f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3" fill="{fill}" '
                 f'stroke="{stroke}"/></g>'
             )
-    parts.append("</svg>")
+    parts.append("</svg></div>")
     return "".join(parts)
 
 
@@ -204,7 +210,7 @@ def _steps_table(spec: PipelineSpec, state: RunState) -> str:
         rows.append(
             f'<tr data-key="{esc(key)}" data-state="{s.status.value}"><td>{spec.by_id[key.step].number}</td>'
             f"<td>{esc(key)}</td><td>{badge(s.status.value)}</td><td>{s.attempts or ''}</td>"
-            f"<td>{esc(dur(s.duration))}</td><td>{esc(detail[:400])}</td></tr>"
+            f'<td class="nowrap">{esc(dur(s.duration))}</td><td>{esc(detail[:400])}</td></tr>'
         )
     return (
         '<table id="steps"><tr><th>#</th><th>step</th><th>state</th><th>attempts</th><th>took</th><th>detail</th></tr>'
@@ -222,16 +228,19 @@ def _reused_section(spec: PipelineSpec, events: Sequence[Event]) -> str:
     if not reused:
         return '<p class="muted">this run reused no step</p>'
     saved = time_saved(spec, reused)
+    with_dpu = any(r.dpu_hours is not None for r in reused)
     rows = "".join(
         f"<tr><td>{esc(r.key)}</td><td>run {r.source_run}</td><td>{esc(dur(r.duration))}</td>"
-        f"<td>{'' if r.dpu_hours is None else f'{r.dpu_hours:.2f}'}</td></tr>"
+        + (f"<td>{'' if r.dpu_hours is None else f'{r.dpu_hours:.2f}'}</td>" if with_dpu else "")
+        + "</tr>"
         for r in reused
     )
     dpu = f", {saved.dpu_hours:.1f} DPU-hours" if saved.dpu_hours else ""
+    head = "<tr><th>step</th><th>produced by</th><th>took then</th>" + ("<th>DPU-hours</th>" if with_dpu else "")
     return (
         f'<p id="time-saved"><b>{esc(dur(saved.wall_seconds))}</b> wall-clock saved '
         f"({esc(dur(saved.compute_seconds))} of compute{esc(dpu)}) by reusing {len(reused)} finished step(s)</p>"
-        "<table><tr><th>step</th><th>produced by</th><th>took then</th><th>DPU-hours</th></tr>" + rows + "</table>"
+        f"<table>{head}</tr>{rows}</table>"
     )
 
 

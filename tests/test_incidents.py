@@ -227,6 +227,21 @@ def test_a_failed_resume_joins_the_incident_and_a_fresh_success_supersedes_anoth
     assert inc.time_saved is not None and inc.time_saved.compute_seconds == 0
 
 
+def test_a_fresh_run_with_skip_steps_supersedes_the_incident_and_counts_its_reuse(sandbox: Sandbox) -> None:
+    sandbox.write([step("a", 1), step("b", 2, ["a"]), step("c", 3, ["b"])])
+    write_project(sandbox)
+    sandbox.fail("c")
+    first = run(sandbox)
+    sandbox.fix("c")
+    skipped = run(sandbox, PlanRequest(skip=("1", "2")))  # the runbook's way: --skip-steps=1,2
+    session = api.open_session(str(sandbox.pipeline), home=sandbox.home)
+    with session.journal() as journal:
+        (inc,) = incidents(journal, session.spec)
+        took = {e.key.step: e.duration for e in journal.events(first.run_id) if isinstance(e, StepSucceeded)}
+    assert inc.status is IncidentStatus.SUPERSEDED and inc.closed_by == skipped.run_id
+    assert inc.time_saved is not None and inc.time_saved.wall_seconds == pytest.approx(took["a"] + took["b"])
+
+
 def test_the_same_error_again_shows_the_fix_recorded_the_first_time(sandbox: Sandbox) -> None:
     sandbox.write(fan_out())
     write_project(sandbox)

@@ -9,8 +9,8 @@ Nothing here is stored on its own. An incident is read from run events every tim
   resume) **joins** it; when one of them finishes succeeded the incident is **resolved**, with the
   recovery time (failure to success) and the time saved by the steps that run reused (their durations
   as originally measured: `StepReused.duration`, through `Plan.time_saved`);
-- a later run of the same pipeline and environment outside the lineage (a fresh `flywheel run`) that
-  succeeds closes it as **superseded**;
+- a later run of the same pipeline and environment outside the lineage (a fresh `flywheel run`, maybe
+  with `--skip-steps`) that succeeds closes it as **superseded**, with the time its reuse saved;
 - operator findings are `IncidentNoted` events appended to the incident's run.
 
 A failure's cause comes from `CauseRule`s in the pipeline definition (`steps[].causes`), then from a
@@ -358,7 +358,7 @@ def incidents(
     journal_started: dict[int, RunStarted] = {}
 
     def close(inc: _Open, run_id: int, at: float | None, status: IncidentStatus, run_events: Sequence[Event]) -> None:
-        reused = _reused(run_events) if status is IncidentStatus.RESOLVED else ()
+        reused = _reused(run_events)  # a fresh `run --skip-steps` that supersedes still saved time
         first = journal_started.get(inc.id)
         closed[inc.id] = _freeze(
             inc,

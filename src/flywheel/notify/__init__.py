@@ -82,7 +82,8 @@ class Redactor:
     """Masks secret values wherever they could leak: messages, errors, log lines."""
 
     def __init__(self, secrets: Sequence[str | None] = ()) -> None:
-        # longest first, so that a secret containing another is masked whole
+        # longest first, so that a secret containing another is masked whole; values under 4 characters
+        # are not secrets worth the name, and masking them would garble every message
         self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
@@ -193,10 +194,6 @@ class Composer:
 
     def resume_command(self, run_id: int) -> str:
         return f"{self.resume_prefix} resume {run_id}{self.resume_options}"
-
-    def run_context(self, run_id: int) -> RunStarted | None:
-        ctx = self._runs.get(run_id)
-        return ctx.started if ctx else None
 
     def messages(self, event: Event) -> tuple[Message, ...]:
         with self._lock:

@@ -159,6 +159,7 @@ def create_app(settings: Settings) -> Starlette:
             took_ms=(time.perf_counter() - started) * 1000,
         )
 
+    @guarded
     def log_file(request: Request) -> Response:
         run_id = run_id_of(request)
         name = request.path_params["name"]
@@ -225,6 +226,11 @@ def create_app(settings: Settings) -> Starlette:
             )
         if state.status not in views.RESUMABLE:
             return _refuse(409, f"run {run_id} is {state.status.value}; only a failed or interrupted run resumes")
+        with journal() as j:
+            continued = views.children(j, row.pipeline, row.env, run_id, settings.home)
+        recovered = next((run for run, status in continued if status == RunStatus.SUCCEEDED.value), None)
+        if recovered is not None:
+            return _refuse(409, f"run {run_id} was already recovered by run {recovered}", f"open /runs/{recovered}")
         holder = views.Locks(settings.home).holder(row.pipeline, row.env)
         if holder is not None or launcher.active(row.pipeline, row.env) is not None:
             who = holder.describe() if holder else "a resume started from this dashboard"

@@ -336,8 +336,13 @@ class RunPage:
     spans: tuple[AttemptSpan, ...] = field(default=())
 
     @property
+    def recovered_by(self) -> int | None:
+        """A later run that continued this one and succeeded: resuming again would only redo its work."""
+        return next((run for run, status in self.children if status == RunStatus.SUCCEEDED.value), None)
+
+    @property
     def resumable(self) -> bool:
-        return self.state.status in RESUMABLE and self.session is not None
+        return self.state.status in RESUMABLE and self.session is not None and self.recovered_by is None
 
     @property
     def live(self) -> bool:
@@ -475,7 +480,9 @@ def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redacto
         if isinstance(e, StepReused)
     )
     busy = Locks(catalog.home).holder(row.pipeline, row.env)
-    resumable = state.status in RESUMABLE and session is not None
+    continued = tuple(children(journal, row.pipeline, row.env, run_id, catalog.home))
+    recovered = any(status == RunStatus.SUCCEEDED.value for _, status in continued)
+    resumable = state.status in RESUMABLE and session is not None and not recovered
     return RunPage(
         state=state,
         pipeline=row.pipeline,
@@ -484,7 +491,7 @@ def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redacto
         steps=tuple(step_rows(spec, state)) if spec else (),
         failures=tuple(failures(journal, spec, state, spans)) if spec else (),
         logs=tuple(log_views(spans, redact)),
-        children=tuple(children(journal, row.pipeline, row.env, run_id, catalog.home)),
+        children=continued,
         incident=incident_of(journal, spec, state),
         reused=reused,
         saved=time_saved(spec, reused) if reused else None,

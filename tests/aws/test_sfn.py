@@ -64,15 +64,12 @@ def test_failed_at_each_step_plans_exactly_the_rest(world: World) -> None:
         world.fail(failing, error="[SourceMissing] no files under raw/")
         arn = world.execute(f"nightly-{number}")
 
-        view = ops.status(session, clients)  # the latest execution by default
-        assert view.record.status is ExecutionStatus.FAILED
-        failed = view.record.tasks[StepKey.parse(failing)]
+        recovery = ops.plan_recovery(session, clients)  # the latest failed execution by default
+        assert recovery.record.arn == arn and recovery.record.status is ExecutionStatus.FAILED
+        failed = recovery.record.tasks[StepKey.parse(failing)]
         assert failed.last.status is AttemptStatus.FAILED
         assert (failed.last.error_type, failed.last.error_message) == ("SourceMissing", "no files under raw/")
         assert failed.job_run_id and failed.job_run_id.startswith("jr_")
-
-        recovery = ops.plan_recovery(session, clients)  # the latest failed execution by default
-        assert recovery.record.arn == arn
         actions = _actions(recovery)
         assert actions["reuse"] == done, failing
         assert actions["run"] == [k for k in ORDER if k not in done], failing
@@ -86,7 +83,7 @@ def test_failed_at_each_step_plans_exactly_the_rest(world: World) -> None:
         assert f"Recover with: flywheel sfn recover {arn} --env dev" in alerts[0]
 
 
-def test_failed_context_recovered_locally_then_in_aws_once(world: World) -> None:
+def test_failed_context_recovered_locally(world: World) -> None:
     world.fail("register-part-tables[infobase_attributes]", error="[SchemaMismatch] column id is string")
     failed_arn = world.execute("nightly")
     session, clients = world.session, ops.connect(world.session)
@@ -100,20 +97,9 @@ def test_failed_context_recovered_locally_then_in_aws_once(world: World) -> None
     assert result.state.started is not None and result.state.started.parent_run == recovery.imported.run_id
     assert result.state.step(StepKey("register-part-tables", "addressable_ids")).status is StepStatus.REUSED
 
-    # the same failure, recovered in AWS instead: a new execution that skips what finished, once
-    again = ops.plan_recovery(session, clients, failed_arn)
+    again = ops.plan_recovery(session, clients, failed_arn)  # imported once; the same facts
     assert not again.imported.created and again.imported.run_id == recovery.imported.run_id
-    started_exec = ops.recover_in_aws(session, clients, again)
-    assert started_exec.name == ops.recovery_execution_name(again.record)
-    assert world.wait(started_exec.arn) == "SUCCEEDED"
-    assert world.scheduled_keys(started_exec.arn) == ORDER[3:]
-    with pytest.raises(UsageError, match="already recovered in AWS"):
-        ops.recover_in_aws(session, clients, ops.plan_recovery(session, clients, failed_arn))
-
-    # the recovery execution reads back as a run whose skipped keys are reused from where they were made
-    view = ops.status(session, clients, started_exec.arn)
-    assert view.record.recovers == failed_arn
-    assert [str(k) for k in view.record.skipped] == ORDER[:3]
+    assert again.imported.appended == 0
 
 
 def test_sibling_branch_still_running_is_reattached_not_rerun(world: World) -> None:

@@ -29,7 +29,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+if not console.is_terminal:
+    console.width = 160  # pipes and logs: whole rows rather than wrapping at 80 columns, as `flywheel`
 
 PipelineOpt = Annotated[str | None, typer.Option("--pipeline", "-p", help="Pipeline name or path.")]
 EnvOpt = Annotated[str | None, typer.Option("--env", "-e", help="Environment (dev, prod).", envvar="FLYWHEEL_ENV")]
@@ -96,7 +98,7 @@ def _view_table(view: ExecutionView, session: Session) -> Table:
 
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in ("#", "step", "", "state", "took", "Glue run"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     table.add_column("detail", overflow="fold")
     for key in session.spec.keys:
         s = view.state.step(key)

@@ -159,9 +159,16 @@ class ExecutionView:
 
 def status(session: Session, clients: SfnClients, execution_arn: str | None = None) -> ExecutionView:
     """Read an execution (default: the latest) without writing anything."""
+    from flywheel.api import latest_successes
+
     arn = execution_arn or latest_execution(clients)
     record = read_execution(clients.sfn, clients.glue, arn, spec=session.spec, env_name=session.env_name)
-    return ExecutionView(record, execution_state(session.spec, session.env_name, record))
+    reused = {}
+    if record.skipped:  # where the keys its input skipped were produced, when the journal knows
+        with session.journal() as journal:
+            found = latest_successes(journal, session.pipeline, session.env_name)
+        reused = {k: v for k, v in found.items() if k in record.skipped}
+    return ExecutionView(record, execution_state(session.spec, session.env_name, record, reused=reused))
 
 
 # ---------------------------------------------------------------------------------------------

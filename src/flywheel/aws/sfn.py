@@ -529,9 +529,15 @@ def _task_events(run_id: int, task: TaskRecord) -> Iterator[Event]:
         # RUNNING / UNKNOWN: no end event; the folded run calls the step interrupted
 
 
-def execution_state(spec: PipelineSpec, env_name: str, record: ExecutionRecord) -> RunState:
-    """The folded state of an execution without touching the journal (for `sfn status`)."""
-    return fold(0, execution_events(spec, env_name, record, 0))
+def execution_state(
+    spec: PipelineSpec,
+    env_name: str,
+    record: ExecutionRecord,
+    *,
+    reused: Mapping[StepKey, Provenance] | None = None,
+) -> RunState:
+    """The folded state of an execution without writing to the journal (for `sfn status`)."""
+    return fold(0, execution_events(spec, env_name, record, 0, reused=reused))
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ unit: sync
 e2e: sync
 	$(RUN) pytest -q -m "e2e" -n 2 -p no:cacheprovider
 
-test: lint typecheck
+test: browser lint typecheck
 	$(RUN) pytest -q -m "not slow" -n 2 -p no:cacheprovider
 
 test-slow: sync

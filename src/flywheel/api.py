@@ -22,7 +22,7 @@ from flywheel.errors import NotFound, UsageError
 from flywheel.events import Event, RunOutcome, RunStarted, StepMarked
 from flywheel.executors.base import Executor, create_executor
 from flywheel.journal import Journal, open_journal
-from flywheel.lock import RunLock, current_identity
+from flywheel.lock import Lock, RunLock, current_identity, holds_run
 from flywheel.planner import Action, Mode, Plan, PlanInputs, PlanRequest, Provenance, TimeSaved, check_request, plan
 from flywheel.runner import Fingerprinter, Observer, Overrides, Runner
 from flywheel.spec import Project, StepKey, load_project
@@ -56,7 +56,14 @@ class Session:
     def journal(self) -> Journal:
         return open_journal(self.home)
 
-    def lock(self) -> RunLock:
+    def lock(self) -> Lock:
+        """A kernel lock in the home, or for AWS environments with a lock table one in DynamoDB, so
+        that operators on different machines cannot run the same pipeline and environment at once."""
+        env = self.project.config.environment(self.env_name)
+        if env.executor == "glue" and env.aws is not None and env.aws.lock_table:
+            from flywheel.aws.lock import AwsRunLock
+
+            return AwsRunLock(env.aws, self.pipeline, self.env_name)
         return RunLock(self.home, self.pipeline, self.env_name)
 
 
@@ -87,12 +94,12 @@ def open_session(
 # reading the journal
 
 
-def load_state(journal: Journal, run_id: int, *, lock: RunLock | None = None) -> RunState:
+def load_state(journal: Journal, run_id: int, *, lock: Lock | None = None) -> RunState:
     """Fold a run; an unfinished run is running while its lock is held, else it was interrupted."""
     state = fold(run_id, journal.events(run_id))
     if state.status is RunStatus.UNFINISHED:
-        holder = lock.holder() if lock is not None else None
-        return as_running(state) if holder is not None and holder.run_id == run_id else as_crashed(state)
+        running = lock is not None and holds_run(lock, run_id)
+        return as_running(state) if running else as_crashed(state)
     return state
 
 
@@ -371,8 +378,7 @@ def list_runs(session: Session, *, limit: int = 20, all_envs: bool = False) -> l
         for row in rows:
             state = fold(row.run_id, events[row.run_id])
             if state.status is RunStatus.UNFINISHED:
-                holder = lock.holder()
-                state = as_running(state) if holder and holder.run_id == row.run_id else as_crashed(state)
+                state = as_running(state) if holds_run(lock, row.run_id) else as_crashed(state)
             out.append(state)
         return out
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from flywheel.errors import RunLocked
 
@@ -33,6 +34,30 @@ class Holder:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
         run = f" on run {self.run_id}" if self.run_id else ""
         return f"{self.user}@{self.host} (pid {self.pid}) since {when}{run}"
+
+
+class Lock(Protocol):
+    """What a run lock offers: the local `RunLock` and the cross-machine lock of AWS environments."""
+
+    def holder(self) -> Holder | None: ...
+
+    def acquire(self, *, run_id: int | None = None, command: str = "") -> Lock: ...
+
+    def update(self, *, run_id: int | None, command: str = "") -> None: ...
+
+    def release(self) -> None: ...
+
+    def __enter__(self) -> Lock: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def holds_run(lock: Lock, run_id: int) -> bool:
+    """Whether a live runner on this machine is working on `run_id` (run ids are per journal)."""
+    holder = lock.holder()
+    return holder is not None and holder.run_id == run_id and holder.host == current_identity()[1]
 
 
 def current_identity() -> tuple[str, str]:

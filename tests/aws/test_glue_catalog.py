@@ -235,6 +235,12 @@ def dev_session(aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         aws.glue_outcome(name, "SUCCEEDED", hold=True, times=None)
     create_bucket("omc-flywheel-dev-data")
     boto3.client("glue").create_database(DatabaseInput={"Name": "omc_flywheel_dev"})
+    boto3.client("dynamodb").create_table(  # the cross-machine run lock, as the Terraform stack makes it
+        TableName="omc-flywheel-dev-locks",
+        KeySchema=[{"AttributeName": "lock_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "lock_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     yield session
 
 

@@ -79,7 +79,9 @@ class Client:
     def origin(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def request(self, method: str, path: str, *, body: str | None = None, headers: Mapping[str, str] = ()) -> Reply:  # type: ignore[assignment]
+    def request(
+        self, method: str, path: str, *, body: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> Reply:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         sent = dict(headers or {})
         if self.cookies:
@@ -108,7 +110,9 @@ class Client:
         assert match, "every page carries its session's CSRF token"
         return match.group(1)
 
-    def post(self, path: str, fields: Mapping[str, str] = (), *, csrf: str | None, origin: str | None) -> Reply:  # type: ignore[assignment]
+    def post(
+        self, path: str, fields: Mapping[str, str] | None = None, *, csrf: str | None, origin: str | None
+    ) -> Reply:
         headers = {}
         if csrf is not None:
             headers["X-CSRF-Token"] = csrf

@@ -57,19 +57,24 @@ def test_the_page_of_a_failed_run(served: Served) -> None:
     assert "InjectedFault: the source file /data/raw/&lt;ids&gt;.csv is missing" in failure
     assert '<b class="cause">data</b>' in failure and "Re-deliver the source file, then resume." in failure
     assert '<span class="err">ERROR InjectedFault: the source file /data/raw/&lt;ids&gt;.csv is missing</span>' in body
-    # the dry-run plan of the resume, the time it saves and the button
-    plan = dict(re.findall(r'<tr data-key="([^"]+)" data-action="(\w+)">', body))
-    assert plan == {"a": "reuse", "b[x]": "reuse", "b[y]": "run", "c": "run"}
-    assert '<b id="plan-run">2</b>' in body and '<b id="plan-reuse">2</b>' in body and 'id="plan-saved"' in body
-    assert 'id="resume-button"' in body and 'id="confirm-env"' not in body  # local: no typed confirmation
     assert 'href="/incidents/1"' in body and "<script" in body and "<script>" not in body  # no inline script
     assert 'href="/runs/1/logs/b%5By%5D.attempt-1.log"' in body
+    # the dry-run plan of the resume, the time it saves and the button: loaded after the page
+    assert '<div id="resume" data-src="/runs/1/plan">' in body
+    section = served.client().get("/runs/1/plan").body
+    plan = dict(re.findall(r'<tr data-key="([^"]+)" data-action="(\w+)">', section))
+    assert plan == {"a": "reuse", "b[x]": "reuse", "b[y]": "run", "c": "run"}
+    assert '<b id="plan-run">2</b>' in section and '<b id="plan-reuse">2</b>' in section
+    assert 'id="plan-saved"' in section and "failed in run 1: InjectedFault" in section
+    assert 'id="resume-button"' in section and 'id="confirm-env"' not in section  # local: no typed confirmation
 
 
 def test_a_succeeded_run_has_no_resume(served: Served) -> None:
     body = served.client().get("/runs/2").body
     assert set(states(body).values()) == {"succeeded"}
-    assert 'id="resume-button"' not in body and 'id="plan"' not in body
+    assert 'id="resume"' not in body
+    section = served.client().get("/runs/2/plan").body
+    assert 'id="not-resumable"' in section and 'id="resume-button"' not in section
 
 
 def test_logs_are_served_only_for_the_runs_own_attempts(served: Served) -> None:
@@ -234,7 +239,7 @@ def test_resume_starts_in_the_background_and_the_live_stream_follows_it(sandbox:
         assert "resumed from the dashboard by" in page  # the run says where it came from
         again = client.post("/runs/1/resume", csrf=csrf, origin=client.origin)
         assert again.status == 409 and "already recovered by run 2" in again.json()["error"]
-        assert 'id="recovered"' in client.get("/runs/1").body
+        assert 'id="recovered"' in client.get("/runs/1").body and 'id="recovered"' in client.get("/runs/1/plan").body
     assert sandbox.executed_in(2) == ["b[y]", "c"]
 
 
@@ -247,8 +252,8 @@ def test_in_prod_the_environment_name_must_be_typed(sandbox: Sandbox) -> None:
     sandbox.fix("c")
     with serve_in_thread(sandbox.home) as served:
         client = served.client()
-        page = client.get("/runs/1").body
-        assert '<input name="confirm_env" id="confirm-env" autocomplete="off" data-expected="prod">' in page
+        section = client.get("/runs/1/plan").body
+        assert '<input name="confirm_env" id="confirm-env" autocomplete="off" data-expected="prod">' in section
         csrf = client.csrf("/runs/1")
         for typed in ({}, {"confirm_env": "dev"}, {"confirm_env": "Prod"}):
             refused = client.post("/runs/1/resume", typed, csrf=csrf, origin=client.origin)

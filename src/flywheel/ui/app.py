@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -144,7 +144,6 @@ def create_app(settings: Settings) -> Starlette:
         with journal() as j:
             page = views.run_page(catalog, j, run_id, redact=redactor())
         spec = page.session.spec if page.session else None
-        active = launcher.active(page.pipeline, page.env)
         return render(
             request,
             "run.html",
@@ -155,9 +154,17 @@ def create_app(settings: Settings) -> Starlette:
             timeline=trusted(timeline_svg(spec, page.state, page.spans, time.time())) if spec else None,
             steps_html=trusted(render_steps(list(page.steps))),
             incident_html=trusted(incident_section(page.incident)) if page.incident else None,
-            active_job=active,
             took_ms=(time.perf_counter() - started) * 1000,
         )
+
+    @guarded
+    def plan(request: Request) -> Response:
+        """The Resume section: `flywheel resume RUN --dry-run` and the button that starts it."""
+        run_id = run_id_of(request)
+        with journal() as j:
+            view = views.resume_view(catalog, j, run_id)
+        view = replace(view, active_job=launcher.active(view.pipeline, view.env))
+        return HTMLResponse(templates.get_template("_resume.html").render(r=view))
 
     @guarded
     def log_file(request: Request) -> Response:
@@ -338,6 +345,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/runs", runs),
         Route("/runs/{run_id}", run),
         Route("/runs/{run_id}/live", live),
+        Route("/runs/{run_id}/plan", plan),
         Route("/runs/{run_id}/logs/{name}", log_file),
         Route("/runs/{run_id}/resume", resume, methods=["POST"]),
         Route("/jobs/{job_id}", job),

@@ -80,6 +80,11 @@ class LiveRun:
                 body["graph"] = graph_svg(spec, state)
                 body["steps"] = self.render_steps(step_rows(spec, state))
                 body["timeline"] = timeline_svg(spec, state, spans, time.time())
+            body["attempts"] = [
+                {"name": Path(s.log_path).name, "key": str(s.key), "attempt": s.attempt, "badge": badge(s.outcome)}
+                for s in spans
+                if s.log_path
+            ]
             out.append(sse("state", body))
         for span in spans:
             if span.log_path:

@@ -330,9 +330,7 @@ class RunPage:
     incident: Incident | None
     reused: tuple[ReusedStep, ...]
     saved: TimeSaved | None
-    preview: ResumePreview | None
     busy: Holder | None
-    confirm_env: bool
     spans: tuple[AttemptSpan, ...] = field(default=())
 
     @property
@@ -467,8 +465,8 @@ def incident_of(journal: Journal, spec: PipelineSpec | None, state: RunState) ->
     return next((i for i in incidents(journal, spec) if run_id in i.runs or i.closed_by == run_id), None)
 
 
-def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redactor, preview: bool = True) -> RunPage:
-    """Everything the run page shows. The resume plan is computed only for a run that can be resumed."""
+def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redactor) -> RunPage:
+    """Everything the run page shows but the resume plan (`resume_view`, loaded after the page)."""
     row = journal.run(run_id)
     state, events = load_run(journal, catalog.home, run_id)
     session = catalog.session(journal, run_id)
@@ -481,8 +479,6 @@ def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redacto
     )
     busy = Locks(catalog.home).holder(row.pipeline, row.env)
     continued = tuple(children(journal, row.pipeline, row.env, run_id, catalog.home))
-    recovered = any(status == RunStatus.SUCCEEDED.value for _, status in continued)
-    resumable = state.status in RESUMABLE and session is not None and not recovered
     return RunPage(
         state=state,
         pipeline=row.pipeline,
@@ -495,10 +491,46 @@ def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redacto
         incident=incident_of(journal, spec, state),
         reused=reused,
         saved=time_saved(spec, reused) if reused else None,
-        preview=resume_preview(session, run_id) if preview and resumable and session and busy is None else None,
+        busy=busy,
+        spans=tuple(spans),
+    )
+
+
+@dataclass(frozen=True)
+class ResumeView:
+    """The Resume section of a run: whether it can resume, the plan, and what confirming takes."""
+
+    run_id: int
+    pipeline: str
+    env: str
+    status: str
+    resumable: bool
+    recovered_by: int | None
+    busy: Holder | None
+    confirm_env: bool
+    preview: ResumePreview | None
+    active_job: Any = None
+
+
+def resume_view(catalog: Catalog, journal: Journal, run_id: int) -> ResumeView:
+    """Plan the resume of a run (a dry run: it verifies the outputs it would reuse, so it takes a moment)."""
+    row = journal.run(run_id)
+    state, _ = load_run(journal, catalog.home, run_id)
+    session = catalog.session(journal, run_id)
+    continued = children(journal, row.pipeline, row.env, run_id, catalog.home)
+    recovered = next((run for run, status in continued if status == RunStatus.SUCCEEDED.value), None)
+    busy = Locks(catalog.home).holder(row.pipeline, row.env)
+    resumable = state.status in RESUMABLE and session is not None and recovered is None
+    return ResumeView(
+        run_id=run_id,
+        pipeline=row.pipeline,
+        env=row.env,
+        status=state.status.value,
+        resumable=resumable,
+        recovered_by=recovered,
         busy=busy,
         confirm_env=catalog.environment_confirms(session) if session else False,
-        spans=tuple(spans),
+        preview=resume_preview(session, run_id) if resumable and session is not None and busy is None else None,
     )
 
 

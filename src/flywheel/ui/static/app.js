@@ -50,6 +50,7 @@
       status.dataset.status = data.status;
       status.innerHTML = data.badge;
       if (byId("run-took")) byId("run-took").textContent = data.took_text || "";
+      (data.attempts || []).forEach((a) => { logBox(a).querySelector(".outcome").innerHTML = a.badge; });
     });
     source.addEventListener("log", (event) => appendLog(JSON.parse(event.data)));
     source.addEventListener("done", (event) => {
@@ -59,39 +60,66 @@
       page.dataset.finished = data.status;
       byId("live-banner").hidden = true;
       const done = byId("done-banner");
-      done.textContent = "run " + data.status + (data.status === "succeeded" ? "" : ": reload the page for the failure and the resume plan");
+      const reload = document.createElement("a");
+      reload.href = window.location.pathname;
+      reload.textContent = "reload";
+      const next = data.status === "succeeded" ? " for the closed incident and the time saved" : " for the failure and the resume plan";
+      done.replaceChildren("run " + data.status + " · ", reload, next);
       done.className = "banner " + (data.status === "succeeded" ? "ok" : "bad");
       done.hidden = false;
     });
   }
 
-  function appendLog(data) {
+  // The log of one attempt; an attempt that started after the page was rendered gets a new box.
+  function logBox(data) {
     let box = document.querySelector('details.log[data-log="' + CSS.escape(data.name) + '"]');
-    if (!box) {
-      const empty = byId("no-logs");
-      if (empty) empty.remove();
-      box = document.createElement("details");
-      box.className = "log";
-      box.dataset.log = data.name;
-      box.dataset.key = data.key;
-      box.open = true;
-      const summary = document.createElement("summary");
-      summary.textContent = data.key + " · attempt " + data.attempt + " · " + data.name;
-      const pre = document.createElement("pre");
-      pre.className = "log-text";
-      box.append(summary, pre);
-      byId("logs").append(box);
-    }
-    const pre = box.querySelector("pre");
+    if (box) return box;
+    const empty = byId("no-logs");
+    if (empty) empty.remove();
+    box = document.createElement("details");
+    box.className = "log";
+    box.dataset.log = data.name;
+    box.dataset.key = data.key;
+    box.open = true;
+    const summary = document.createElement("summary");
+    const outcome = document.createElement("span");
+    outcome.className = "outcome";
+    summary.append(data.key + " · attempt " + data.attempt + " · ", outcome, " · " + data.name);
+    const pre = document.createElement("pre");
+    pre.className = "log-text";
+    box.append(summary, pre);
+    byId("logs").append(box);
+    return box;
+  }
+
+  function appendLog(data) {
+    const pre = logBox(data).querySelector("pre");
     const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
     const text = data.lines.length ? data.lines.join("\n") + "\n" : "";
     if (data.reset) pre.textContent = text; else pre.append(text);
     if (atEnd) pre.scrollTop = pre.scrollHeight;
   }
 
-  // ---- Resume: a dialog that shows the plan's counts, asks for the env's name where it is protected
-  const dialog = byId("resume-dialog");
-  if (dialog) {
+  // ---- Resume: the plan is loaded after the page (planning verifies outputs, which takes a moment)
+  const resume = byId("resume");
+  if (resume && resume.dataset.src) loadPlan(resume);
+
+  async function loadPlan(box) {
+    const response = await fetch(box.dataset.src, { credentials: "same-origin" });
+    const text = await response.text();
+    if (!response.ok) {
+      box.textContent = "the resume could not be planned: " + text;
+      return;
+    }
+    box.innerHTML = text;
+    box.dataset.loaded = "1";
+    wireResume();
+  }
+
+  // A dialog that shows the plan's counts and asks for the env's name where it is protected.
+  function wireResume() {
+    const dialog = byId("resume-dialog");
+    if (!dialog) return;
     const confirm = byId("resume-confirm");
     const error = byId("resume-error");
     const typed = byId("confirm-env");

@@ -15,6 +15,7 @@ from botocore.stub import ANY, Stubber
 from flywheel import api, cli
 from flywheel.aws import recover as ops
 from flywheel.aws.asl import export_asl, to_json
+from flywheel.aws.lock import AwsRunLock
 from flywheel.aws.sfn import AttemptStatus, execution_state, read_execution
 from flywheel.spec import StepKey
 from flywheel.state import StepStatus
@@ -66,6 +67,16 @@ def test_status_view_and_dry_run_plan(
     step4 = line_of(out, "prepare-part-tables")
     assert "⏸️" in step4 and "not executed" in step4
     assert f"flywheel sfn recover {arn} --env dev" in out
+    assert "🔒" not in out
+
+    aws_settings = world.session.project.config.environment("dev").aws
+    assert aws_settings is not None
+    lock = AwsRunLock(aws_settings, "db-refresh", "dev", check_account=False).acquire(run_id=12, command="resume")
+    try:  # someone is recovering: the status says who
+        code, out, _ = flywheel(capsys, monkeypatch, "sfn", "status", "--env", "dev")
+    finally:
+        lock.release()
+    assert "🔒 db-refresh in dev is busy: resume by " in out and "on run 12" in out
 
     code, out, _ = flywheel(capsys, monkeypatch, "sfn", "status", arn, "--env", "dev", "--json")
     body = json.loads(out)

@@ -141,6 +141,8 @@ def _print_view(view: ExecutionView, session: Session) -> None:
         console.print(Text.assemble(("\n❌ ", "red"), f"{record.error}: {record.cause or ''}"))
     for task in record.still_running:
         console.print(f"🔄 {task.key}: Glue run {task.job_run_id} is still running (a local recover re-attaches)")
+    if view.lock_holder:
+        console.print(f"🔒 {session.pipeline} in {session.env_name} is busy: {view.lock_holder}")
     for warning in record.warnings:
         console.print(f"⚠️  {warning}", style="yellow")
     if view.recover_command:
@@ -157,6 +159,7 @@ def _view_json(view: ExecutionView, session: Session) -> dict[str, Any]:
         "recovers": record.recovers,
         "error": record.error,
         "recover_command": view.recover_command,
+        "lock_holder": view.lock_holder,
         "steps": [
             {
                 "key": str(k),

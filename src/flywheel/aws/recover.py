@@ -146,6 +146,7 @@ class ExecutionView:
 
     record: ExecutionRecord
     state: RunState
+    lock_holder: str | None = None  # who runs or recovers this pipeline and environment right now
 
     @property
     def recover_command(self) -> str | None:
@@ -168,7 +169,26 @@ def status(session: Session, clients: SfnClients, execution_arn: str | None = No
         with session.journal() as journal:
             found = latest_successes(journal, session.pipeline, session.env_name)
         reused = {k: v for k, v in found.items() if k in record.skipped}
-    return ExecutionView(record, execution_state(session.spec, session.env_name, record, reused=reused))
+    state = execution_state(session.spec, session.env_name, record, reused=reused)
+    return ExecutionView(record, state, lock_holder=_lock_holder(session))
+
+
+def _lock_holder(session: Session) -> str | None:
+    """The cross-machine lock's holder, described; None when free or unreadable (status never fails on it)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from flywheel.aws.lock import lock_for
+    from flywheel.errors import FlywheelError
+
+    env = session.project.config.environment(session.env_name)
+    try:
+        lock = lock_for(env.aws, session.pipeline, session.env_name, check_account=False)
+        holder = lock.holder() if lock is not None else None
+    except (ClientError, BotoCoreError, FlywheelError):
+        return None
+    if holder is None:
+        return None
+    return f"{holder.command or 'a run'} by {holder.describe()}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,13 @@ must agree byte for byte across engines (the bucket of an id, the partition layo
 here, once per engine, and nowhere else.
 
 Where SQLFrame falls short (partitioned writes, re-planning long lineages) this module drops to DuckDB
-SQL on the session's own connection. Storage is local paths only for now: `s3://` roots arrive with the
-Spark engine.
+SQL on the session's own connection.
+
+Spark (`engine: spark`, or `flywheel run --engine spark`) is a real JVM SparkSession: `local[2]` on this
+machine, or whatever cluster launched the process (`spark-submit`, AWS Glue 5.0 = Spark 3.5). Its
+Parquet is pinned to what DuckDB writes (microsecond UTC timestamps, not Spark's default INT96), so the
+two engines' outputs have the same column types; `docs/spark.md` tells the local-to-cluster story.
+Storage is local paths only for now: `s3://` roots are not supported by the jobs yet.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ def open_session(params: Mapping[str, Any]) -> Session:
 
     temp_dir = Path(str(params.get("temp_directory") or Path(tempfile.gettempdir()) / "flywheel-duckdb"))
     temp_dir.mkdir(parents=True, exist_ok=True)
+    _remove_orphaned_scratch(temp_dir)
     # the file name becomes the catalog name, which SQLFrame needs to be a plain identifier
     scratch = temp_dir / f"session_{os.getpid()}_{uuid.uuid4().hex[:8]}.duckdb"
     conn = duckdb.connect(str(scratch), config={"threads": int(params.get("threads") or 1)})
@@ -100,22 +106,103 @@ def open_session(params: Mapping[str, Any]) -> Session:
     return session
 
 
+SPARK_MASTER = "local[2]"
+"""This machine has 2 cores; a cluster (spark-submit, Glue) brings its own master instead."""
+
+SPARK_SQL_CONF: Mapping[str, str] = {
+    # Instants, compared and printed in UTC, as the DuckDB session does.
+    "spark.sql.session.timeZone": "UTC",
+    # Spark 3.5 writes timestamps as INT96 by default; DuckDB (and Athena, Glue crawlers, pyarrow)
+    # read and write INT64 microseconds. Pinned so both engines write the same Parquet types.
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.parquet.compression.codec": "snappy",
+    "spark.sql.sources.partitionOverwriteMode": "static",
+}
+"""Session settings that decide what the jobs compute and write: set on every session, ours or a cluster's."""
+
+
+def _remove_orphaned_scratch(temp_dir: Path) -> None:
+    """Scratch databases of processes that were killed before they could close their session."""
+    for file in temp_dir.glob("session_*.duckdb*"):
+        try:
+            pid = int(file.name.split("_")[1])
+        except (IndexError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            file.unlink(missing_ok=True)
+        except PermissionError:  # alive, someone else's
+            continue
+
+
 def _open_spark(params: Mapping[str, Any]) -> Session:
+    """The process's SparkSession, created on first use and reused afterwards.
+
+    Launched by `spark-submit` or Glue (`PYSPARK_GATEWAY_PORT` is set), the cluster's own configuration
+    stands and only `SPARK_SQL_CONF` is applied. Otherwise a local JVM is started: `spark_master`
+    (default `local[2]`), a driver heap of `spark_driver_memory` (default: the step's `memory_limit`, as
+    for DuckDB, so steps 1 and 2 side by side fit the machine), scratch under `temp_directory`, no UI.
+    JVM settings only take effect when the JVM starts, so a reused session keeps the first ones.
+    """
     try:
         from pyspark.sql import SparkSession  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
         raise job_error(
-            JobErrorType.UNSUPPORTED, "engine spark needs pyspark (it runs on AWS Glue); use engine duckdb"
+            JobErrorType.UNSUPPORTED,
+            "engine spark needs pyspark 3.5 (`uv sync --group spark`, or run on AWS Glue 5.0); or use engine duckdb",
         ) from exc
-    builder = SparkSession.builder.appName(f"flywheel-{params.get('pipeline', 'db-refresh')}")
-    builder = builder.config("spark.sql.session.timeZone", "UTC")
-    builder = builder.config("spark.sql.sources.partitionOverwriteMode", "static")
-    return builder.enableHiveSupport().getOrCreate()
+    session = SparkSession.getActiveSession()
+    if session is None:
+        builder = SparkSession.builder.appName(f"flywheel-{params.get('pipeline') or 'db-refresh'}")
+        if not os.environ.get("PYSPARK_GATEWAY_PORT"):
+            for key, value in _local_spark_conf(params).items():
+                builder = builder.config(key, value)
+        session = builder.getOrCreate()
+        session.sparkContext.setLogLevel(str(params.get("spark_log_level") or "WARN"))
+    for key, value in SPARK_SQL_CONF.items():
+        session.conf.set(key, value)
+    return session
+
+
+def _local_spark_conf(params: Mapping[str, Any]) -> dict[str, str]:
+    scratch = Path(str(params.get("temp_directory") or Path(tempfile.gettempdir()) / "flywheel-spark")) / "spark"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return {
+        "spark.master": str(params.get("spark_master") or SPARK_MASTER),
+        "spark.driver.memory": spark_memory(
+            str(params.get("spark_driver_memory") or params.get("memory_limit") or "4GB")
+        ),
+        "spark.local.dir": str(scratch),
+        "spark.sql.warehouse.dir": str(scratch / "warehouse"),
+        # A few shuffle partitions per core: 200 (the default) is for clusters, and costs tasks here.
+        "spark.sql.shuffle.partitions": str(params.get("spark_shuffle_partitions") or 8),
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        # No `_SUCCESS` marker: our own manifest, written last, is the commit marker.
+        "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+        "spark.driver.extraJavaOptions": f"-Djava.io.tmpdir={scratch}",
+    }
+
+
+def spark_memory(size: str) -> str:
+    """A memory size as Spark writes it: `4GB` -> `4g`, `1536MB` -> `1536m` (at least 1g for the driver)."""
+    text = size.strip().lower().replace(" ", "").removesuffix("ib").removesuffix("b")
+    units = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+    try:
+        megabytes = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text) / 2**20
+    except (ValueError, IndexError):
+        raise job_error(JobErrorType.UNSUPPORTED, f"memory size {size!r} is not like 4GB or 1536MB") from None
+    megabytes = max(megabytes, 1024)
+    return f"{int(megabytes // 1024)}g" if megabytes % 1024 == 0 else f"{int(megabytes)}m"
 
 
 def close_session(session: Session) -> None:
+    """Ends a DuckDB session and removes its scratch file. A SparkSession is left running: on a cluster
+    it belongs to the job (stopping it would end the job early), and locally the JVM ends with the step's
+    process, so a step that opens a session twice starts the JVM once."""
     if _is_spark(session):
-        return  # Glue owns the SparkContext; stopping it would end the job early
+        return
     session.stop()
     scratch = getattr(session, "_flywheel_scratch", None)
     if scratch is not None:
@@ -402,7 +489,7 @@ def write_partitioned(df: DataFrame, path: str | os.PathLike[str], partition_col
     session = df.session if hasattr(df, "session") else df.sparkSession
     try:
         if _is_spark(session):
-            df.write.mode("overwrite").partitionBy(partition_col).parquet(str(staging))
+            _spark_write_partitioned(df, staging, partition_col)
         else:
             _duckdb_copy(df, staging, partition_col)
         staging.mkdir(parents=True, exist_ok=True)  # an empty frame writes nothing
@@ -424,7 +511,7 @@ def write_parquet(df: DataFrame, path: str | os.PathLike[str]) -> Path:
     try:
         if _is_spark(session):
             df.coalesce(1).write.mode("overwrite").parquet(str(staging))
-            part = next(staging.glob("part-*.parquet"))
+            part = next(p for p in staging.glob("part-*.parquet") if p.is_file())
             part.replace(target)
         else:
             sql = _duckdb_sql(df)
@@ -436,6 +523,28 @@ def write_parquet(df: DataFrame, path: str | os.PathLike[str]) -> Path:
         elif staging.exists():
             staging.unlink()
     return target
+
+
+SPARK_MAX_RECORDS_PER_FILE = 5_000_000
+"""Spark writes each part from one task (see `_spark_write_partitioned`); this caps a file's size."""
+
+
+def _spark_write_partitioned(df: DataFrame, staging: Path, partition_col: str) -> None:
+    """`partitionBy` after a shuffle on the partition column, so each part is written by one task into
+    one file (up to `SPARK_MAX_RECORDS_PER_FILE` rows), not one small file per task per part.
+
+    Hadoop's local file system leaves a `.crc` beside every file; they are removed so the committed
+    output holds the data files and the manifest only, as DuckDB's does.
+    """
+    (
+        df.repartition(partition_col)
+        .write.mode("overwrite")
+        .option("maxRecordsPerFile", SPARK_MAX_RECORDS_PER_FILE)
+        .partitionBy(partition_col)
+        .parquet(str(staging))
+    )
+    for checksum in staging.rglob(".*.crc"):
+        checksum.unlink(missing_ok=True)
 
 
 def _duckdb_sql(df: DataFrame) -> str:

@@ -337,8 +337,10 @@ def _norm(location: str) -> str:
 
 
 def is_glue_catalog(params: Mapping[str, Any]) -> bool:
-    """Whether a step's catalog is the Glue Data Catalog: `catalog: glue`, or the Spark engine."""
-    return str(params.get("catalog") or "").lower() == "glue" or str(params.get("engine") or "") == "spark"
+    """Whether a step's catalog is the Glue Data Catalog (`catalog: glue`, set by the AWS environments).
+
+    The engine does not decide it: Spark runs locally against the local catalog too."""
+    return str(params.get("catalog") or "").lower() == "glue"
 
 
 def _database(params: Mapping[str, Any]) -> str:

@@ -64,6 +64,12 @@ class TableInfo:
 # --------------------------------------------------------------------------- opening the file
 
 
+def on_glue(params: Mapping[str, Any]) -> bool:
+    """Whether this step's catalog is the Glue Data Catalog (AWS environments set `catalog: glue`):
+    the job code stays the same, and these functions hand over to `flywheel.aws.catalog`."""
+    return str(params.get("catalog") or "").lower() == "glue"
+
+
 def catalog_path(params: Mapping[str, Any]) -> Path:
     value = params.get("catalog")
     if not value:
@@ -178,6 +184,10 @@ def _has_bookkeeping(conn: Any, database: str) -> bool:
 
 def get_table(params: Mapping[str, Any], table: str) -> TableInfo:
     """A registered table with its partitions; `tables-not-registered` if it is not there."""
+    if on_glue(params):
+        from flywheel.aws import catalog as glue
+
+        return glue.get_table(params, table)
     database = database_name(params)
     with _connect(params, write=False) as conn:
         info = _load_table(conn, database, table) if _has_bookkeeping(conn, database) else None
@@ -264,6 +274,10 @@ def scan_partitions(storage_root: str | Path, partition_col: str = PARTITION_COL
     For checking a storage root before the catalog is changed; the catalog file is not opened. A file
     that cannot be read is `corrupt-file`; files of different schemas are `schema-mismatch`.
     """
+    if str(storage_root).startswith("s3://"):
+        from flywheel.aws import catalog as glue
+
+        return glue.scan_partitions(str(storage_root), partition_col)
     import duckdb
 
     conn = duckdb.connect()
@@ -369,6 +383,10 @@ def register_table(
     schema and partitions; a table or view of that name over another root (or made by hand) is a
     `table-prefix-conflict`. The database is created only when `create_database` is true (default).
     """
+    if on_glue(params):
+        from flywheel.aws import catalog as glue
+
+        return glue.register_table(params, table, str(storage_root), partition_col=partition_col)
     if not _IDENT.match(table) or table in BOOKKEEPING:
         raise job_error(
             JobErrorType.TABLE_PREFIX_CONFLICT,
@@ -422,6 +440,10 @@ def sync_partitions(
 
     Kept partitions are re-described from disk, so files rewritten since registration are picked up.
     """
+    if on_glue(params):
+        from flywheel.aws import catalog as glue
+
+        return glue.sync_partitions(params, table, values)
     database = database_name(params)
     wanted = sorted(set(values))
     with _connect(params) as conn:

@@ -21,6 +21,9 @@ def run(invocation: StepInvocation) -> JobResult:
             "register-part-tables needs `table` and `storage_root` (one context per table in pipeline.yaml)",
         )
     name = f"{params.get('table_prefix') or ''}{table}"
+    if catalog.on_glue(params) or str(storage_root).startswith("s3://"):
+        info = catalog.register_table(params, name, str(storage_root))  # the Glue catalog lists S3 itself
+        return _result(name, info)
     root = engine.local_path(str(storage_root))
     if not root.is_dir():
         raise job_error(
@@ -28,7 +31,10 @@ def run(invocation: StepInvocation) -> JobResult:
             f"storage_root {root} of table {name} does not exist: run the split step that writes it "
             "(1 or 2), or fix storage_root",
         )
-    info = catalog.register_table(params, name, root)
+    return _result(name, catalog.register_table(params, name, root))
+
+
+def _result(name: str, info: catalog.TableInfo) -> JobResult:
     output = {
         "uri": f"table:{name}",
         "kind": "table",

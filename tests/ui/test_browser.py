@@ -94,6 +94,7 @@ def test_an_operator_resumes_a_failed_run_and_watches_it_finish(sandbox: Sandbox
         page.wait_for_selector("#plan")  # the resume plan comes after the page
         assert page.locator('#plan tr[data-key="b[y]"]').get_attribute("data-action") == "run"
         assert page.locator('#plan tr[data-key="a"]').get_attribute("data-action") == "reuse"
+        page.wait_for_selector('#incident-box[data-loaded="1"] .incident[data-status="open"]')
         shot(page, "failed-run.png")
 
         # fix the cause, then Resume and confirm

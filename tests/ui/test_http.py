@@ -57,7 +57,10 @@ def test_the_page_of_a_failed_run(served: Served) -> None:
     assert "InjectedFault: the source file /data/raw/&lt;ids&gt;.csv is missing" in failure
     assert '<b class="cause">data</b>' in failure and "Re-deliver the source file, then resume." in failure
     assert '<span class="err">ERROR InjectedFault: the source file /data/raw/&lt;ids&gt;.csv is missing</span>' in body
-    assert 'href="/incidents/1"' in body and "<script" in body and "<script>" not in body  # no inline script
+    assert "<script" in body and "<script>" not in body  # no inline script
+    assert '<div id="incident-box" data-src="/runs/1/incident">' in body
+    incident = served.client().get("/runs/1/incident").body
+    assert 'id="incident-1" data-status="open"' in incident and 'href="/incidents/1"' in incident
     assert 'href="/runs/1/logs/b%5By%5D.attempt-1.log"' in body
     # the dry-run plan of the resume, the time it saves and the button: loaded after the page
     assert '<div id="resume" data-src="/runs/1/plan">' in body
@@ -72,7 +75,8 @@ def test_the_page_of_a_failed_run(served: Served) -> None:
 def test_a_succeeded_run_has_no_resume(served: Served) -> None:
     body = served.client().get("/runs/2").body
     assert set(states(body).values()) == {"succeeded"}
-    assert 'id="resume"' not in body
+    assert 'id="resume"' not in body and 'id="incident-box"' not in body
+    assert 'id="no-incident"' in served.client().get("/runs/2/incident").body
     section = served.client().get("/runs/2/plan").body
     assert 'id="not-resumable"' in section and 'id="resume-button"' not in section
 
@@ -89,7 +93,7 @@ def test_logs_are_served_only_for_the_runs_own_attempts(served: Served) -> None:
 
 def test_unknown_runs_and_incidents_are_404_pages(served: Served) -> None:
     client = served.client()
-    for path in ("/runs/99", "/runs/abc", "/incidents/99", "/runs/99/live"):
+    for path in ("/runs/99", "/runs/abc", "/incidents/99", "/runs/99/live", "/runs/99/plan", "/runs/99/incident"):
         reply = client.get(path)
         assert reply.status == 404, path
     assert "no run 99" in client.get("/runs/99").body

@@ -153,7 +153,6 @@ def create_app(settings: Settings) -> Starlette:
             graph=trusted(graph_svg(spec, page.state)) if spec else None,
             timeline=trusted(timeline_svg(spec, page.state, page.spans, time.time())) if spec else None,
             steps_html=trusted(render_steps(list(page.steps))),
-            incident_html=trusted(incident_section(page.incident)) if page.incident else None,
             took_ms=(time.perf_counter() - started) * 1000,
         )
 
@@ -165,6 +164,19 @@ def create_app(settings: Settings) -> Starlette:
             view = views.resume_view(catalog, j, run_id)
         view = replace(view, active_job=launcher.active(view.pipeline, view.env))
         return HTMLResponse(templates.get_template("_resume.html").render(r=view))
+
+    @guarded
+    def incident_of_run(request: Request) -> Response:
+        """The incident a run opened, joined or closed (it reads every run of the pipeline: loaded after the page)."""
+        run_id = run_id_of(request)
+        with journal() as j:
+            state, _ = views.load_run(j, settings.home, run_id)
+            session = catalog.session(j, run_id)
+            found = views.incident_of(j, session.spec if session else None, state)
+        if found is None:
+            return HTMLResponse('<p class="muted" id="no-incident">no incident: this run did not fail</p>')
+        link = f'<p><a href="/incidents/{found.id}">open incident {found.id}</a> to add a note</p>'
+        return HTMLResponse(incident_section(found) + link)
 
     @guarded
     def log_file(request: Request) -> Response:
@@ -346,6 +358,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/runs/{run_id}", run),
         Route("/runs/{run_id}/live", live),
         Route("/runs/{run_id}/plan", plan),
+        Route("/runs/{run_id}/incident", incident_of_run),
         Route("/runs/{run_id}/logs/{name}", log_file),
         Route("/runs/{run_id}/resume", resume, methods=["POST"]),
         Route("/jobs/{job_id}", job),

@@ -21,12 +21,10 @@ from flywheel.incidents import (
     Incident,
     IncidentStatus,
     LogExcerpt,
-    PastFix,
     ReusedStep,
     classify,
     incidents,
     log_excerpt,
-    past_fix,
     time_saved,
 )
 from flywheel.journal import Journal
@@ -291,7 +289,6 @@ class FailureView:
     hints: tuple[str, ...]
     excerpt: LogExcerpt | None
     log_name: str | None
-    past: PastFix | None
 
 
 @dataclass(frozen=True)
@@ -327,7 +324,6 @@ class RunPage:
     failures: tuple[FailureView, ...]
     logs: tuple[LogView, ...]
     children: tuple[tuple[int, str], ...]
-    incident: Incident | None
     reused: tuple[ReusedStep, ...]
     saved: TimeSaved | None
     busy: Holder | None
@@ -341,6 +337,12 @@ class RunPage:
     @property
     def resumable(self) -> bool:
         return self.state.status in RESUMABLE and self.session is not None and self.recovered_by is None
+
+    @property
+    def may_have_incident(self) -> bool:
+        """Only a failed run, or one that continues another, opens, joins or closes an incident."""
+        started = self.state.started
+        return self.state.status in RESUMABLE or bool(started and started.parent_run)
 
     @property
     def live(self) -> bool:
@@ -391,7 +393,9 @@ def log_path_of(events: Sequence[Event], state: RunState, name: str) -> str | No
     return None
 
 
-def failures(journal: Journal, spec: PipelineSpec, state: RunState, spans: Sequence[AttemptSpan]) -> list[FailureView]:
+def failures(spec: PipelineSpec, state: RunState, spans: Sequence[AttemptSpan]) -> list[FailureView]:
+    """The failed steps with their classified cause and log lines. Fixes recorded for the same error come
+    with the incident (`incident_of`), which reads every run of the pipeline and is loaded after the page."""
     logs = {(s.key, s.attempt): s.log_path for s in spans}
     out = []
     for key in state.failed_keys:
@@ -410,7 +414,6 @@ def failures(journal: Journal, spec: PipelineSpec, state: RunState, spans: Seque
                 hints=hints,
                 excerpt=log_excerpt(path, s.error_type or "", s.error_message or "") if path else None,
                 log_name=Path(path).name if path else None,
-                past=past_fix(journal, spec, s.error_type or "", s.error_message or ""),
             )
         )
     return out
@@ -485,10 +488,9 @@ def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redacto
         env=row.env,
         session=session,
         steps=tuple(step_rows(spec, state)) if spec else (),
-        failures=tuple(failures(journal, spec, state, spans)) if spec else (),
+        failures=tuple(failures(spec, state, spans)) if spec else (),
         logs=tuple(log_views(spans, redact)),
         children=continued,
-        incident=incident_of(journal, spec, state),
         reused=reused,
         saved=time_saved(spec, reused) if reused else None,
         busy=busy,

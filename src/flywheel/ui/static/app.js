@@ -100,20 +100,20 @@
     if (atEnd) pre.scrollTop = pre.scrollHeight;
   }
 
-  // ---- Resume: the plan is loaded after the page (planning verifies outputs, which takes a moment)
-  const resume = byId("resume");
-  if (resume && resume.dataset.src) loadPlan(resume);
+  // ---- sections that take a moment (the resume plan verifies outputs; the incident reads every run)
+  // are fragments rendered by the server and loaded after the page
+  document.querySelectorAll("[data-src]").forEach(load);
 
-  async function loadPlan(box) {
+  async function load(box) {
     const response = await fetch(box.dataset.src, { credentials: "same-origin" });
     const text = await response.text();
     if (!response.ok) {
-      box.textContent = "the resume could not be planned: " + text;
+      box.textContent = "could not be read: " + text;
       return;
     }
     box.innerHTML = text;
     box.dataset.loaded = "1";
-    wireResume();
+    if (box.id === "resume") wireResume();
   }
 
   // A dialog that shows the plan's counts and asks for the env's name where it is protected.

@@ -23,15 +23,36 @@ from flywheel.pipelines.db_refresh.engine import JobErrorType
 _ABSENT = (str(JobErrorType.TABLE_NOT_REGISTERED), str(JobErrorType.DATABASE_MISSING))
 
 
+_TABLES: dict[tuple[str, str, int, int], dict[str, catalog.TableInfo]] = {}
+
+
+def _tables(params: Mapping[str, Any]) -> dict[str, catalog.TableInfo]:
+    """Every registered table, read in one connection and kept while the catalog file is unchanged:
+    a resume checks several catalog outputs, and opening the file is most of the cost."""
+    path = catalog.catalog_path(params)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return {}
+    key = (str(path), catalog.database_name(params), st.st_size, st.st_mtime_ns)
+    if key not in _TABLES:
+        try:
+            found = catalog.list_tables(params)
+        except JobError as exc:
+            if exc.error_type not in _ABSENT:
+                raise
+            found = ()
+        _TABLES.clear()
+        _TABLES[key] = {info.name: info for info in found}
+    return _TABLES[key]
+
+
 def fingerprint(uri: str, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The fingerprint of `table:NAME` or `partitions:NAME` as the catalog has it now; None if absent."""
     scheme, _, name = uri.partition(":")
-    try:
-        info = catalog.get_table(params, name)
-    except JobError as exc:
-        if exc.error_type in _ABSENT:
-            return None
-        raise
+    info = _tables(params).get(name)
+    if info is None:
+        return None
     if scheme == "table":
         return {
             "table": info.qualified_name,

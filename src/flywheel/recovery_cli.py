@@ -91,7 +91,8 @@ def try_(
     from flywheel.scratch import try_step
 
     session = api.open_session(pipeline, env, home)
-    observers = [] if as_json else [ProgressPrinter(console, session.spec)]
+    printer = ProgressPrinter(console, session.spec)
+    observers = [] if as_json else [lambda event: printer(event) if event.key is not None else None]
     result = try_step(session, selection, observers=observers)
     if as_json:
         body = {

@@ -68,6 +68,19 @@ def _local(value: Any) -> str | None:
     return os.path.abspath(value.removeprefix("file://"))
 
 
+def _absolute(value: Any) -> str | None:
+    """A parameter that names a local path: absolute, or a `file://` URI (a bare word is not a path)."""
+    if isinstance(value, str) and (value.startswith("file://") or os.path.isabs(value)):
+        return os.path.abspath(value.removeprefix("file://"))
+    return None
+
+
+def _closest(paths: Mapping[str, str], write: str) -> str | None:
+    """The parameter whose path most narrowly encloses a write location (er_root, not data_root)."""
+    holders = [(len(path), name) for name, path in paths.items() if _inside(write, path)]
+    return max(holders)[1] if holders else None
+
+
 def _known_outputs(session: Session, journal: Journal, key: StepKey, params: Mapping[str, Any]) -> list[str]:
     """Local paths the key writes: declared, plus those its latest success recorded."""
     paths = [
@@ -134,20 +147,26 @@ def try_step(
                 )
             step = spec.step(key.step)
             local_layers = {**step.params, **((step.contexts.get(key.context) or {}) if key.context else {})}
-            for name in sorted(fp.used_params(key, params) | _template_names(spec, key)):
-                path = _local(params.get(name))
-                if path is None or name in redirected or name in copied or name in ("home", "raw_inputs"):
+            paths = {
+                name: path
+                for name in sorted(fp.used_params(key, params) | _template_names(spec, key))
+                if name not in ("home", "raw_inputs") and (path := _absolute(params.get(name))) is not None
+            }
+            enclosing = {_closest(paths, w) for w in writes} - {None}
+            for name, path in paths.items():
+                if name in redirected or name in copied:
                     continue
-                if os.path.isdir(path) and any(_inside(w, path) for w in writes):
+                if name in enclosing or not os.path.exists(path):
                     if name in local_layers:
                         raise UsageError(
                             f"step {key.step} sets {name!r} itself, so a try cannot redirect it",
                             fix=f"define {name} as a pipeline parameter or environment setting",
                         )
                     target = home / "data" / name
-                    target.mkdir(parents=True, exist_ok=True)
+                    if name in enclosing:
+                        target.mkdir(parents=True, exist_ok=True)
+                        _seed_upstream(session, journal, fp, key, path, target)
                     redirected[name] = str(target)
-                    _seed_upstream(session, journal, fp, key, path, target)
                 elif os.path.isfile(path) and name not in local_layers:
                     target = home / "state" / f"{name}-{Path(path).name}"
                     for suffix in ("", *_SIDECARS):

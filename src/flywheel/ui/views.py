@@ -35,6 +35,7 @@ from flywheel.render import SYMBOL
 from flywheel.reports.run_report import AttemptSpan, attempts
 from flywheel.spec import PipelineSpec, Project, StepKey, load_project
 from flywheel.state import RunState, RunStatus, StepState, StepStatus, as_crashed, as_running, fold
+from flywheel.ui.launcher import ResumeJob
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class Catalog:
     def redactor(self, token: str | None = None) -> Redactor:
         """Masks secrets this process can see (AWS keys, the notifier secrets projects name, the UI token)."""
         names: set[str] = set(AWS_SECRET_VARIABLES)
-        for _, project in self._cache.values():
+        for _, project in list(self._cache.values()):
             for env in project.config.environments.values():
                 for notifier in env.notifications:
                     names.update(n for n in (notifier.url_env, notifier.password_env) if n)
@@ -511,7 +512,7 @@ class ResumeView:
     busy: Holder | None
     confirm_env: bool
     preview: ResumePreview | None
-    active_job: Any = None
+    active_job: ResumeJob | None = None
 
 
 def resume_view(catalog: Catalog, journal: Journal, run_id: int) -> ResumeView:

@@ -13,6 +13,7 @@ from tests.conftest import Sandbox
 WEB_STACK = ("starlette", "uvicorn", "jinja2", "anyio")
 
 
+@pytest.mark.e2e
 def test_the_cli_mounts_ui_without_importing_the_web_stack() -> None:
     probe = (
         "import sys; from typer.testing import CliRunner; from flywheel.cli import app; "

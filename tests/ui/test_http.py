@@ -16,6 +16,8 @@ from flywheel import api
 from tests.conftest import Sandbox
 from tests.ui.conftest import Client, Served, World, execute, fan_out, serve_in_thread, write_project
 
+pytestmark = pytest.mark.e2e  # a real server over real runs of real pipelines
+
 
 def runs_listed(body: str) -> list[int]:
     return [int(x) for x in re.findall(r'<tr data-run="(\d+)"', body)]
@@ -187,7 +189,6 @@ def test_off_loopback_every_request_needs_the_token(world: World) -> None:
         assert served.client().get("/runs", Cookie=f"flywheel_token_{served.port}=nope").status == 401
 
 
-@pytest.mark.e2e
 def test_the_command_generates_and_prints_a_token_off_loopback(world: World) -> None:
     from tests.ui.conftest import serve_in_subprocess
 
@@ -214,7 +215,6 @@ def wait_for_job(client: Client, status_url: str, timeout: float = 60) -> dict[s
         time.sleep(0.1)
 
 
-@pytest.mark.e2e
 def test_resume_starts_in_the_background_and_the_live_stream_follows_it(sandbox: Sandbox) -> None:
     sandbox.write(fan_out(sleep=0.3))
     write_project(sandbox)
@@ -247,7 +247,6 @@ def test_resume_starts_in_the_background_and_the_live_stream_follows_it(sandbox:
     assert sandbox.executed_in(2) == ["b[y]", "c"]
 
 
-@pytest.mark.e2e
 def test_in_prod_the_environment_name_must_be_typed(sandbox: Sandbox) -> None:
     sandbox.write(fan_out())
     write_project(sandbox, {"prod": {"executor": "subprocess", "confirm": True}})

@@ -141,7 +141,9 @@ class Served:
 
 
 @contextmanager
-def serve_in_thread(home: Path, *, host: str = "127.0.0.1", token: str | None = None) -> Iterator[Served]:
+def serve_in_thread(
+    home: Path, *, host: str = "127.0.0.1", token: str | None = None, pipeline: str | None = None
+) -> Iterator[Served]:
     """`flywheel ui` in a thread of this process: the same app, guard and uvicorn, bound to a free port."""
     import uvicorn
 
@@ -150,7 +152,7 @@ def serve_in_thread(home: Path, *, host: str = "127.0.0.1", token: str | None = 
 
     sock = socket.create_server((host, 0))
     port = sock.getsockname()[1]
-    app = create_app(Settings(home=home, guard=Guard.for_bind(host, port, token)))
+    app = create_app(Settings(home=home, guard=Guard.for_bind(host, port, token), pipeline=pipeline))
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1)
     )

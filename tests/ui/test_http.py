@@ -266,3 +266,15 @@ def test_in_prod_the_environment_name_must_be_typed(sandbox: Sandbox) -> None:
         job = wait_for_job(client, started.json()["status_url"])
         assert job["exit_code"] == 0 and job["run_id"] == 2
     assert sandbox.executed_in(2) == ["c"]
+
+
+def test_a_run_recorded_with_a_relative_definition_is_drawn_with_pipeline(sandbox: Sandbox) -> None:
+    """`flywheel run` in the pipeline's folder records `pipeline.yaml`: relative to a folder the dashboard
+    may not be in. `flywheel ui --pipeline PATH` supplies it."""
+    sandbox.write(fan_out())
+    write_project(sandbox)
+    sandbox.cli("run", check=True)  # in sandbox.root, which is not this process's folder
+    with serve_in_thread(sandbox.home) as served:
+        assert "cannot be found" in served.client().get("/runs/1").body
+    with serve_in_thread(sandbox.home, pipeline=str(sandbox.pipeline)) as served:
+        assert set(states(served.client().get("/runs/1").body).values()) == {"succeeded"}

@@ -263,7 +263,9 @@ def create_app(settings: Settings) -> Starlette:
             run_id,
             pipeline=row.pipeline,
             env=row.env,
-            definition=session.spec.source_path,
+            definition=str(session.project.root / Path(session.spec.source_path).name)
+            if session.spec.source_path
+            else None,
             cwd=session.project.root,
             note=f"resumed from the dashboard by {user}@{host}",
         )

@@ -55,7 +55,7 @@ class Catalog:
     """Pipeline definitions by path, parsed once per version of the file (a page must not parse YAML).
 
     `default_pipeline` (the `--pipeline` of `flywheel ui`) serves runs whose recorded definition has
-    moved or was never recorded (imports from Step Functions), when its name matches theirs.
+    moved, is relative to another folder, or was never recorded, when its name matches theirs.
     """
 
     def __init__(self, home: Path, default_pipeline: str | None = None) -> None:
@@ -64,7 +64,12 @@ class Catalog:
         self._cache: dict[str, tuple[float, Project]] = {}
 
     def project(self, definition: str | None, pipeline: str) -> Project | None:
-        for ref in (definition, self.default_pipeline):
+        """The project of a run: its recorded definition, else `--pipeline`, else a built-in pipeline of that name.
+
+        A recorded definition can be relative to where the run was started; it resolves here only when
+        the dashboard was started in the same folder, hence the fallbacks.
+        """
+        for ref in (definition, self.default_pipeline, pipeline):
             if not ref:
                 continue
             path = Path(ref)

@@ -389,7 +389,7 @@ def load_pipeline(path: Path) -> PipelineSpec:
     if not isinstance(data, dict):
         raise DefinitionError(f"{path} must be a mapping with `pipeline` and `steps`")
     try:
-        spec = PipelineSpec.model_validate({**data, "source_path": str(path)})
+        spec = PipelineSpec.model_validate({**data, "source_path": str(path.resolve())})
     except ValidationError as exc:
         for error in exc.errors():
             location = _pydantic_location(error["loc"])
@@ -411,7 +411,7 @@ def load_project_config(path: Path) -> ProjectConfig:
         return ProjectConfig(environments={"local": EnvironmentSpec()}, source_path=None)
     data, lines = _read_yaml(path)
     try:
-        config = ProjectConfig.model_validate({**(data or {}), "source_path": str(path)})
+        config = ProjectConfig.model_validate({**(data or {}), "source_path": str(path.resolve())})
     except ValidationError as exc:
         details = tuple(str(Problem(_where(path, lines, _pydantic_location(e["loc"])), e["msg"])) for e in exc.errors())
         raise DefinitionError(f"{path} has {len(details)} problem(s)", details=details) from None

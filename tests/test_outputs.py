@@ -16,13 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from flywheel.outputs import (
-    CheckStatus,
-    OutputFingerprinter,
-    StepFingerprint,
-    fingerprint_output,
-    verify_record,
-)
+from flywheel.fingerprints import OutputFingerprinter, StepFingerprint
+from flywheel.outputs import CheckStatus, fingerprint_output, verify_record
 from flywheel.spec import StepKey, load_project
 
 TABLES: dict[str, Any] = {}

@@ -20,14 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import PlanRefused
-from flywheel.outputs import (
-    CheckStatus,
-    OutputCheck,
-    OutputFingerprinter,
-    StepFingerprint,
-    modified_after,
-    verify_record,
-)
+from flywheel.fingerprints import OutputFingerprinter, StepFingerprint, modified_after
+from flywheel.outputs import CheckStatus, OutputCheck, verify_record
 from flywheel.params import resolve_outputs
 from flywheel.planner import Mode, PlanInputs, PlanRequest, Provenance, parse_selectors
 from flywheel.spec import StepKey

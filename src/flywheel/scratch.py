@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 from flywheel.errors import PlanRefused, UsageError
 from flywheel.events import RunStarted
 from flywheel.executors.base import create_executor
+from flywheel.fingerprints import OutputFingerprinter
 from flywheel.journal import Journal, open_journal
 from flywheel.lock import current_identity
-from flywheel.outputs import OutputFingerprinter, placeholders, split_scheme
+from flywheel.outputs import placeholders, split_scheme
 from flywheel.params import resolve_outputs, resolve_params
 from flywheel.planner import Action, Mode, Plan, PlanRequest, StepDecision, parse_selectors
 from flywheel.recovery import default_fingerprinter

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flywheel.invocation import JobError
@@ -23,49 +25,80 @@ from flywheel.pipelines.db_refresh.engine import JobErrorType
 _ABSENT = (str(JobErrorType.TABLE_NOT_REGISTERED), str(JobErrorType.DATABASE_MISSING))
 
 
-_TABLES: dict[tuple[str, str, int, int], dict[str, catalog.TableInfo]] = {}
+_MEMO: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
 
 
-def _tables(params: Mapping[str, Any]) -> dict[str, catalog.TableInfo]:
-    """Every registered table, read in one connection and kept while the catalog file is unchanged:
-    a resume checks several catalog outputs, and opening the file is most of the cost."""
-    path = catalog.catalog_path(params)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return {}
-    key = (str(path), catalog.database_name(params), st.st_size, st.st_mtime_ns)
-    if key not in _TABLES:
+def _stamp(path: Path) -> list[Any]:
+    """The catalog file and its write-ahead log, by size and modification time."""
+    stamp: list[Any] = [str(path)]
+    for file in (path, path.with_name(path.name + ".wal")):
         try:
-            found = catalog.list_tables(params)
+            st = file.stat()
+            stamp += [st.st_size, st.st_mtime_ns]
+        except FileNotFoundError:
+            stamp += [None, None]
+    return stamp
+
+
+def _describe(info: catalog.TableInfo) -> dict[str, Any]:
+    files = [[p.value, p.location, list(p.files), p.rows, p.bytes] for p in info.partitions]
+    return {
+        "table": {
+            "table": info.qualified_name,
+            "storage_root": info.storage_root,
+            "partition_col": info.partition_col,
+            "columns": [list(c) for c in info.columns],
+        },
+        "partitions": {
+            "table": info.qualified_name,
+            "partitions": [str(p.value) for p in info.partitions],
+            "rows": sum(p.rows for p in info.partitions),
+            "files": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:20],
+        },
+    }
+
+
+def _tables(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """What every registered table looks like, read once per state of the catalog file.
+
+    Opening the catalog means importing DuckDB, most of a check's cost. The runner reads the catalog
+    when steps 3 and 4 succeed; what it read is kept beside the catalog (`*.fingerprints.json`) with
+    the file's size and modification time, so a resume finds an unchanged catalog checked already.
+    """
+    path = catalog.catalog_path(params)
+    if not path.exists():
+        return {}
+    stamp = [*_stamp(path), catalog.database_name(params)]
+    key = tuple(stamp)
+    if key in _MEMO:
+        return _MEMO[key]
+    sidecar = path.with_name(path.name + ".fingerprints.json")
+    try:
+        kept = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    if kept.get("stamp") == stamp:
+        tables: dict[str, dict[str, Any]] = kept["tables"]
+    else:
+        try:
+            tables = {info.name: _describe(info) for info in catalog.list_tables(params)}
         except JobError as exc:
             if exc.error_type not in _ABSENT:
                 raise
-            found = ()
-        _TABLES.clear()
-        _TABLES[key] = {info.name: info for info in found}
-    return _TABLES[key]
+            tables = {}
+        if [*_stamp(path), stamp[-1]] == stamp:  # nobody wrote the catalog while it was read
+            staging = sidecar.with_name(f".{sidecar.name}.{os.getpid()}")
+            staging.write_text(json.dumps({"stamp": stamp, "tables": tables}))
+            staging.replace(sidecar)
+    _MEMO.clear()
+    _MEMO[key] = tables
+    return tables
 
 
 def fingerprint(uri: str, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The fingerprint of `table:NAME` or `partitions:NAME` as the catalog has it now; None if absent."""
     scheme, _, name = uri.partition(":")
-    info = _tables(params).get(name)
-    if info is None:
-        return None
-    if scheme == "table":
-        return {
-            "table": info.qualified_name,
-            "storage_root": info.storage_root,
-            "partition_col": info.partition_col,
-            "columns": [list(c) for c in info.columns],
-        }
-    if scheme == "partitions":
-        files = [[p.value, p.location, list(p.files), p.rows, p.bytes] for p in info.partitions]
-        return {
-            "table": info.qualified_name,
-            "partitions": [str(p.value) for p in info.partitions],
-            "rows": sum(p.rows for p in info.partitions),
-            "files": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:20],
-        }
-    raise ValueError(f"{uri}: the db-refresh catalog verifies table: and partitions: outputs only")
+    if scheme not in ("table", "partitions"):
+        raise ValueError(f"{uri}: the db-refresh catalog verifies table: and partitions: outputs only")
+    described = _tables(params).get(name)
+    return None if described is None else described[scheme]

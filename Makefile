@@ -12,7 +12,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: demo test lint typecheck unit e2e test-slow bench sync clean browser
+.PHONY: demo test lint typecheck unit e2e test-slow bench sync clean browser test-spark java bench-engines
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -42,7 +42,28 @@ e2e: sync
 	$(RUN) pytest -q -m "e2e" -n 2 -p no:cacheprovider
 
 test: browser lint typecheck
-	$(RUN) pytest -q -m "not slow" -n 2 -p no:cacheprovider
+	$(RUN) pytest -q -m "not slow and not spark" -n 2 -p no:cacheprovider
+
+# The Spark tier (docs/spark.md): the db-refresh jobs on PySpark 3.5, the AWS Glue 5.0 line, in a local
+# JVM. Its own venv with the `spark` dependency group, so `make test` never installs pyspark (318 MB).
+SPARK_VENV := .venv-spark
+SPARK_RUN := UV_PROJECT_ENVIRONMENT=$(SPARK_VENV) $(UV) run --frozen --no-sync
+
+$(SPARK_VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(SPARK_VENV) $(UV) sync --frozen --all-extras --group spark
+	@touch $@
+
+test-spark: java $(SPARK_VENV)/.synced
+	FLYWHEEL_REQUIRE_SPARK=1 $(SPARK_RUN) pytest -q -m spark --timeout 900 -p no:cacheprovider tests/spark
+
+bench-engines: java $(SPARK_VENV)/.synced
+	$(SPARK_RUN) python bench/engines.py
+
+# Java for Spark 3.5 (8, 11 or 17): Debian's headless JRE 17 when none is on PATH.
+java:
+	@command -v java >/dev/null || test -n "$$JAVA_HOME" || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless; }
 
 test-slow: sync
 	$(RUN) pytest -q -m "slow" -p no:cacheprovider
@@ -57,4 +78,4 @@ browser:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 clean:
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SPARK_VENV) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -59,6 +59,10 @@ SetOpt = Annotated[
     typer.Option("--set", help="One-run override: STEP.timeout=2h, STEP.workers=30, STEP.memory=8GB."),
 ]
 ParallelOpt = Annotated[int | None, typer.Option("--max-parallel", help="Steps running at once.")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option("--engine", help="For this run: duckdb or spark (default: the environment's `engine`)."),
+]
 
 
 def _session(pipeline: str | None, env: str | None, home: Path | None, run_id: int | None = None) -> Any:
@@ -92,6 +96,17 @@ def _parse_sets(values: list[str] | None) -> Any:
         except ValueError as exc:
             raise UsageError(f"--set {value!r}: {exc}") from None
     return Overrides(timeouts=timeouts, resources=resources)
+
+
+def _with_engine(overrides: Any, engine: str | None) -> Any:
+    """`--engine` joins the one-run overrides; checked here so a typo fails before anything runs."""
+    if engine is None:
+        return overrides
+    from dataclasses import replace
+
+    if engine.lower() not in ("duckdb", "spark"):
+        raise UsageError(f"--engine {engine!r} is not an engine", fix="use --engine duckdb or --engine spark")
+    return replace(overrides, engine=engine.lower())
 
 
 def _check_sets(session: Any, overrides: Any) -> None:
@@ -240,6 +255,7 @@ def run(
     yes: YesOpt = False,
     set_: SetOpt = None,
     max_parallel: ParallelOpt = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Run a pipeline (all steps, or a selection)."""
     from flywheel.planner import Mode, PlanRequest
@@ -264,7 +280,7 @@ def run(
         dry_run=dry_run,
         as_json=as_json,
         yes=yes,
-        overrides=_parse_sets(set_),
+        overrides=_with_engine(_parse_sets(set_), engine),
         max_parallel=max_parallel,
     )
 
@@ -288,6 +304,7 @@ def resume(
     yes: YesOpt = False,
     set_: SetOpt = None,
     max_parallel: ParallelOpt = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Continue a failed or interrupted run: reuse what finished, run what is left."""
     from flywheel.errors import NotFound
@@ -317,7 +334,7 @@ def resume(
         dry_run=dry_run,
         as_json=as_json,
         yes=yes,
-        overrides=_parse_sets(set_),
+        overrides=_with_engine(_parse_sets(set_), engine),
         max_parallel=max_parallel,
     )
 

@@ -38,7 +38,10 @@ def expand(value: Any, scope: Mapping[str, Any]) -> Any:
     return value
 
 
-def resolve_params(spec: PipelineSpec, key: StepKey, env_name: str, env: EnvironmentSpec, home: str) -> dict[str, Any]:
+def resolve_params(
+    spec: PipelineSpec, key: StepKey, env_name: str, env: EnvironmentSpec, home: str, *, engine: str | None = None
+) -> dict[str, Any]:
+    """The parameters of one key. `engine` (from `--engine`) replaces the environment's engine for a run."""
     step = spec.step(key.step)
     merged: dict[str, Any] = {"home": home, "env": env_name, "engine": env.engine}
     merged.update(spec.params)
@@ -51,6 +54,8 @@ def resolve_params(spec: PipelineSpec, key: StepKey, env_name: str, env: Environ
         merged["memory_limit"] = step.resources.memory
     if step.resources.threads:
         merged["threads"] = step.resources.threads
+    if engine:
+        merged["engine"] = engine
     scope = dict(merged)
     return {k: expand(v, scope) for k, v in merged.items()}
 

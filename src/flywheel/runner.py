@@ -45,10 +45,12 @@ Observer = Callable[[Event], None]
 
 @dataclass(frozen=True)
 class Overrides:
-    """One-run resource overrides from `--set STEP.timeout=...` (never part of a fingerprint)."""
+    """One-run overrides: resources from `--set STEP.timeout=...`, the engine from `--engine` (neither is
+    part of a fingerprint: they change how a step computes, not what)."""
 
     timeouts: Mapping[str, float] = field(default_factory=dict)
     resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    engine: str | None = None
 
 
 class Fingerprinter:
@@ -216,7 +218,7 @@ class Runner:
 
     def _run_key(self, key: StepKey, run_id: int) -> Outcome | None:
         step = self.spec.step(key.step)
-        params = resolve_params(self.spec, key, self.env_name, self.env, str(self.home))
+        params = resolve_params(self.spec, key, self.env_name, self.env, str(self.home), engine=self.overrides.engine)
         resources = dict(step.resources.model_dump(exclude_none=True))
         resources.update(self.overrides.resources.get(step.id, {}))
         if "memory" in resources:

@@ -177,6 +177,9 @@ def _local_spark_conf(params: Mapping[str, Any]) -> dict[str, str]:
         "spark.sql.warehouse.dir": str(scratch / "warehouse"),
         # A few shuffle partitions per core: 200 (the default) is for clusters, and costs tasks here.
         "spark.sql.shuffle.partitions": str(params.get("spark_shuffle_partitions") or 8),
+        # The driver's ports on loopback only: local mode needs no other address.
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": "127.0.0.1",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         # No `_SUCCESS` marker: our own manifest, written last, is the commit marker.

@@ -3,7 +3,8 @@
 The story an operator lives: last night's run on DuckDB failed at step 5; the resume runs on Spark
 (`flywheel resume --engine spark`), reuses steps 1-4 (the engine is not part of a step's fingerprint,
 because both engines give the same outputs), and steps 5-7 are written by Spark. Then one step is rerun
-with `flywheel run --engine spark --only`.
+with `flywheel run --engine spark --only`. And the cluster path: `spark-submit` running a step through the
+Glue entry point with the job code shipped as the zip `flywheel aws package` builds.
 """
 
 from __future__ import annotations
@@ -82,3 +83,70 @@ def test_a_duckdb_run_resumed_on_spark_reuses_steps_1_to_4(tmp_path: Path) -> No
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert steps(rerun)["generate-cleanrooms-report"]["status"] == "succeeded"
     assert (data / "reports" / "cleanrooms" / "segments.json").is_file()
+
+
+def test_spark_submit_runs_a_step_through_the_glue_entry(tmp_path: Path) -> None:
+    """The cluster path: `flywheel aws package` builds what Glue runs; `spark-submit` runs it the same way
+    (job code shipped as a zip with --py-files, the invocation as job arguments, the result as JSON).
+    Under spark-submit the JVM is the cluster's: the jobs apply only their SQL settings to it."""
+    from flywheel.aws.package_cli import build_glue_package
+    from flywheel.invocation import StepInvocation
+    from flywheel.pipelines.db_refresh.sample_data import generate
+
+    package = build_glue_package(tmp_path / "glue")
+    generate(tmp_path / "raw", rows=600, seed=9, files=2)
+    invocation = StepInvocation(
+        pipeline="db-refresh",
+        step="addressable-split-and-part",
+        context=None,
+        run_id=0,
+        attempt=1,
+        env="cluster",
+        job="flywheel.pipelines.db_refresh.jobs.addressable_split:run",
+        params={
+            "engine": "spark",
+            "raw_root": str(tmp_path / "raw"),
+            "split_root": str(tmp_path / "split"),
+            "n_parts": 7,
+        },
+        result_path=str(tmp_path / "result.json"),
+    )
+    submit = Path(sys.executable).parent / "spark-submit"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    done = subprocess.run(
+        [
+            str(submit),
+            "--master",
+            "local[2]",
+            "--driver-memory",
+            "1g",
+            "--conf",
+            "spark.ui.enabled=false",
+            "--py-files",
+            str(package.zip),
+            str(package.entry),
+            "--JOB_NAME",
+            "omc-flywheel-cluster-addressable-split-and-part",
+            "--flywheel_invocation",
+            invocation.to_json(),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["ok"] and result["metrics"]["partitions"] == 7, result
+    files = sorted((tmp_path / "split" / "addressable_ids").rglob("*.parquet"))
+    assert writers(files) == {"parquet-mr"}
+    seen = (
+        duckdb.connect()
+        .execute(
+            "SELECT DISTINCT type, converted_type FROM parquet_schema(?) WHERE name = 'last_seen'",
+            [[str(f) for f in files]],
+        )
+        .fetchall()
+    )
+    assert seen == [("INT64", "TIMESTAMP_MICROS")]  # the pinned SQL setting holds on a cluster's JVM too

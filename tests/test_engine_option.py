@@ -121,3 +121,13 @@ def test_no_job_uses_an_approximate_aggregate() -> None:
     )
     offenders = [p.name for p in sorted(JOBS.glob("*.py")) if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_the_glue_jobs_run_the_spark_line_the_spark_tier_pins() -> None:
+    """Glue 5.0 is Spark 3.5 on Python 3.11 (the job code needs 3.11: StrEnum, datetime.UTC), and Spark's
+    catalog must be the Glue Data Catalog for the jobs to read part tables by name."""
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^spark = \[\s*"pyspark==3\.5\.\*"', pyproject, re.M), "the spark group pins pyspark 3.5"
+    terraform = (REPO / "infra/modules/flywheel-orchestration/main.tf").read_text()
+    assert re.findall(r'glue_version\s*=\s*"([\d.]+)"', terraform) == ["5.0"]
+    assert re.search(r'"--enable-glue-datacatalog"\s*=\s*"true"', terraform)

@@ -43,7 +43,7 @@ resource "aws_glue_job" "step" {
 
   name              = each.value.name
   role_arn          = aws_iam_role.glue_job.arn
-  glue_version      = "4.0"
+  glue_version      = "5.0" # Spark 3.5, Python 3.11, Java 17: the line `make test-spark` pins (docs/spark.md)
   worker_type       = each.value.worker_type
   number_of_workers = each.value.workers
   timeout           = each.value.timeout_minutes
@@ -67,6 +67,8 @@ resource "aws_glue_job" "step" {
     "--python-modules-installer-option"  = "--no-deps"
     "--enable-continuous-cloudwatch-log" = "false"
     "--enable-metrics"                   = "true"
+    # Spark's catalog is the Glue Data Catalog: jobs read the part tables by name (catalog.read_part_table)
+    "--enable-glue-datacatalog" = "true"
   }
 }
 

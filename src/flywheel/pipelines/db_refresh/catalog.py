@@ -238,8 +238,8 @@ def read_part_table(session: engine.Session, params: Mapping[str, Any], table: s
     `table` is the catalog name (e.g. `part_addressable_ids`). Fails with `tables-not-registered` when
     the table or its partitions have not been registered (steps 3 and 4).
     """
-    if engine.engine_name(params) == "spark" and not params.get("catalog"):
-        # No local catalog file: on a cluster the catalog is Spark's own metastore (Glue Data Catalog).
+    if engine.engine_name(params) == "spark" and on_glue(params):
+        # On Glue, Spark's own metastore is the Glue Data Catalog (--enable-glue-datacatalog).
         return session.table(f"{database_name(params)}.{table}")
     info = get_table(params, table)
     if not info.partitions:

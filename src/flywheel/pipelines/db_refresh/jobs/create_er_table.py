@@ -530,7 +530,7 @@ def _register(params: Mapping[str, Any], path: Path) -> str | None:
     On Glue the crawler or Entity Resolution's own input config does this, so only the local
     catalog is touched, and only when one is configured.
     """
-    if not params.get("catalog") or not params.get("database"):
+    if catalog.on_glue(params) or not params.get("catalog") or not params.get("database"):
         return None
     name = f"{params.get('table_prefix') or ''}addressable_ids_er"
     info = catalog.register_table(params, name, path, partition_col=PARTITION_COLUMN)

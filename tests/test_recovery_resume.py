@@ -311,3 +311,15 @@ def test_in_prod_every_rule_bent_needs_a_note_and_every_run_says_who_from_where_
     assert status["user"] and status["host"] and status["code_version"]
     shown = sandbox.cli("status", "2", "-p", "pipeline.yaml", "--env", "prod").stdout
     assert f"by {status['user']}@{status['host']}" in shown and f"code {status['code_version']}" in shown
+
+
+def test_a_run_killed_before_its_first_event_is_resumed_from_the_start(sandbox: Sandbox) -> None:
+    from flywheel.journal import open_journal
+
+    fan_out(sandbox)
+    with open_journal(sandbox.home) as journal:  # the runner allocated run 1, then died
+        journal.new_run("tiny", "local")
+    plan = plan_of(sandbox)
+    assert plan["to_run"] == ["a", "b[x]", "b[y]", "c"] and plan["warnings"] == []
+    assert sandbox.cli("resume", "-p", "pipeline.yaml").returncode == 0
+    assert sandbox.executed_in(2) == ["a", "b[x]", "b[y]", "c"]

@@ -100,20 +100,25 @@ class StepFingerprint:
 
 @cache
 def _module_file(name: str, beside: str | None = None) -> Path | None:
-    """The source file of a module: first beside the pipeline file (where the runner lets jobs live),
-    then on this interpreter's path. Parent packages may be imported; the module itself is not."""
-    if beside is not None:
-        base = Path(beside, *name.split("."))
+    """The source file of a module, found on disk without importing it or its packages (`find_spec` of
+    `pkg.mod.name` would import `pkg.mod`): beside the pipeline file first, where the runner lets jobs
+    live, then where this interpreter finds the top-level package."""
+    head, *rest = name.split(".")
+    roots = [Path(beside)] if beside is not None else []
+    try:
+        top = importlib.util.find_spec(head)  # a top-level lookup imports nothing
+    except (ImportError, ValueError):
+        top = None
+    if top is not None and top.submodule_search_locations:
+        roots += [Path(location).parent for location in top.submodule_search_locations]
+    elif top is not None and not rest and top.origin and top.origin.endswith(".py"):
+        roots.append(Path(top.origin).parent)
+    for root in roots:
+        base = Path(root, head, *rest)
         for candidate in (base.with_suffix(".py"), base / "__init__.py"):
             if candidate.is_file():
                 return candidate
-    try:
-        found = importlib.util.find_spec(name)
-    except (ImportError, ValueError, AttributeError):
-        return None
-    if found is None or not found.origin or not found.origin.endswith(".py"):
-        return None
-    return Path(found.origin)
+    return None
 
 
 def _imports(tree: ast.Module, module: str, is_package: bool) -> Iterator[str]:

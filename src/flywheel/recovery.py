@@ -23,8 +23,8 @@ from flywheel.errors import PlanRefused
 from flywheel.fingerprints import OutputFingerprinter, StepFingerprint, modified_after
 from flywheel.outputs import CheckStatus, OutputCheck, verify_record
 from flywheel.params import resolve_outputs
-from flywheel.planner import Mode, PlanInputs, PlanRequest, Provenance, parse_selectors
-from flywheel.spec import StepKey
+from flywheel.planner import Mode, PlanInputs, PlanRequest, Provenance
+from flywheel.spec import PipelineSpec, StepKey
 from flywheel.state import RunState, StepState, StepStatus
 
 if TYPE_CHECKING:
@@ -105,10 +105,6 @@ def _refuse_full_refresh(message: str, details: tuple[str, ...] = ()) -> PlanRef
     )
 
 
-def _done(step: StepState) -> bool:
-    return step.status.done
-
-
 def gather(session: Session, journal: Journal, request: PlanRequest, source: RunState | None) -> PlanInputs:
     """Facts for the planner: outputs that no longer verify, stale steps, warnings for the operator."""
     from flywheel.api import latest_successes
@@ -118,7 +114,7 @@ def gather(session: Session, journal: Journal, request: PlanRequest, source: Run
     latest: dict[StepKey, Provenance] = (
         latest_successes(journal, session.pipeline, session.env_name) if request.skip else {}
     )
-    if source is not None and source.started is None:
+    if source is not None and source.started is None and source.last_event_at is not None:
         raise _refuse_full_refresh(
             f"the journal of run {source.run_id} is incomplete (it has no start event), so flywheel cannot "
             "tell which of its steps finished"
@@ -131,7 +127,7 @@ def gather(session: Session, journal: Journal, request: PlanRequest, source: Run
     for key in spec.keys:
         records: Sequence[Mapping[str, Any]] = ()
         took = 0.0
-        if source is not None and _done(source.step(key)):
+        if source is not None and source.step(key).status.done:
             records, took = source.step(key).outputs, source.step(key).duration or 0.0
         elif key in latest:
             records, took = latest[key].outputs, latest[key].duration
@@ -182,8 +178,8 @@ def is_transient(session: Session, step: StepState) -> bool:
     return any(rule.cause == "resource" and re.search(rule.match, text) for rule in rules)
 
 
-def _ancestors(session: Session, key: StepKey) -> set[StepKey]:
-    spec = session.spec
+def ancestors(spec: PipelineSpec, key: StepKey) -> set[StepKey]:
+    """Every key a key depends on, directly or not."""
     out: set[StepKey] = set()
     frontier = list(spec.upstream_keys(key))
     while frontier:
@@ -208,11 +204,10 @@ def root_cause_warnings(
     catalog, a configuration folder) modified since the run ended."""
     if request.mode is not Mode.RESUME or source is None:
         return ()
-    only = set(parse_selectors(session.spec, request.only, flag="--only")) if request.only else None
     warnings: list[str] = []
     for key in source.failed_keys:
         step = source.step(key)
-        if (only is not None and key not in only) or is_transient(session, step) or key not in current:
+        if is_transient(session, step) or key not in current:
             continue
         recorded = StepFingerprint.from_text(step.fingerprint)
         if recorded is None or current[key].changes_since(recorded) is not None:
@@ -220,10 +215,10 @@ def root_cause_warnings(
         ended = source.finished_at or source.last_event_at or 0.0
         if modified_after(fp.read_paths(key, fp.params(key)), ended):
             continue  # something the step reads was changed after the run: likely the fix
-        ancestors = _ancestors(session, key)
+        ancestors_of = ancestors(session.spec, key)
         changed_upstream = [
             up
-            for up in ancestors
+            for up in ancestors_of
             if not source.step(up).status.done or up in invalid or (up in stale and not request.reuse_stale)
         ]
         if changed_upstream:

@@ -31,7 +31,7 @@ from flywheel.lock import current_identity
 from flywheel.outputs import placeholders, split_scheme
 from flywheel.params import resolve_outputs, resolve_params
 from flywheel.planner import Action, Mode, Plan, PlanRequest, StepDecision, parse_selectors
-from flywheel.recovery import default_fingerprinter
+from flywheel.recovery import ancestors, default_fingerprinter
 from flywheel.runner import Observer, Overrides, Runner
 from flywheel.spec import PipelineSpec, StepKey
 from flywheel.state import RunState, fold
@@ -225,14 +225,7 @@ def _seed_upstream(
 ) -> None:
     """Copy into the scratch folder the upstream outputs that live in the real folder being redirected
     (pipelines that keep every step's output in one folder need them to run the step at all)."""
-    ancestors: set[StepKey] = set()
-    frontier = list(session.spec.upstream_keys(key))
-    while frontier:
-        up = frontier.pop()
-        if up not in ancestors:
-            ancestors.add(up)
-            frontier.extend(session.spec.upstream_keys(up))
-    for up in ancestors:
+    for up in ancestors(session.spec, key):
         for path in _known_outputs(session, journal, up, fp.params(up)):
             if _inside(path, real) and os.path.exists(path):
                 _copy(Path(path), target / os.path.relpath(path, real))

@@ -60,7 +60,9 @@ def history(run_id: int, outcomes: dict[str, str], *, finished: bool = True, dur
         if outcome.startswith("reused:"):
             source = int(outcome.split(":")[1])
             events.append(
-                StepReused(run_id=run_id, at=1, step=key.step, context=key.context, source_run=source, duration=durations)
+                StepReused(
+                    run_id=run_id, at=1, step=key.step, context=key.context, source_run=source, duration=durations
+                )
             )
             continue
         events.append(StepStarted(run_id=run_id, at=1, step=key.step, context=key.context))
@@ -115,11 +117,20 @@ def test_resume_after_step_5_failed_reuses_1_to_4_and_reruns_5_to_7() -> None:
 
 
 def test_only_the_failed_context_of_step_3_reruns_with_its_downstream() -> None:
-    state = history(7, {"split-a": "ok", "split-b": "ok", "register[addressable_ids]": "ok", "register[infobase_attributes]": "fail"})
+    state = history(
+        7,
+        {"split-a": "ok", "split-b": "ok", "register[addressable_ids]": "ok", "register[infobase_attributes]": "fail"},
+    )
     decided = resume(state)
     assert actions(decided)["register[addressable_ids]"] == "reuse"
     assert actions(decided)["register[infobase_attributes]"] == "run"
-    assert decided.keys(Action.RUN) == (R3B, StepKey("prepare"), StepKey("er"), StepKey("monitor"), StepKey("cleanrooms"))
+    assert decided.keys(Action.RUN) == (
+        R3B,
+        StepKey("prepare"),
+        StepKey("er"),
+        StepKey("monitor"),
+        StepKey("cleanrooms"),
+    )
 
 
 def test_a_step_started_but_never_finished_is_interrupted_and_reruns() -> None:

@@ -82,6 +82,7 @@ def test_when_outputs_of_several_finished_steps_are_gone_resume_proposes_a_full_
     assert result.returncode == 2
     assert "the state of run 1 is beyond repair: outputs of 2 finished steps are gone" in result.stderr
     assert "start a full refresh with `flywheel run`" in result.stderr
+    assert "or rebuild from the earliest lost step with `flywheel run --from-step 1`" in result.stderr
     assert sandbox.cli("run", "pipeline.yaml").returncode == 0
 
 

@@ -96,11 +96,14 @@ def verify_key(
 # gathering plan inputs
 
 
-def _refuse_full_refresh(message: str, details: tuple[str, ...] = ()) -> PlanRefused:
+def _refuse_full_refresh(message: str, details: tuple[str, ...] = (), earliest: int | None = None) -> PlanRefused:
+    narrower = (
+        f", or rebuild from the earliest lost step with `flywheel run --from-step {earliest}`" if earliest else ""
+    )
     return PlanRefused(
         message,
         details=details,
-        fix="start a full refresh with `flywheel run` (add --dry-run first to see it); "
+        fix=f"start a full refresh with `flywheel run` (add --dry-run first to see it){narrower}; "
         "resuming would have to guess what the lost state held",
     )
 
@@ -143,6 +146,7 @@ def gather(session: Session, journal: Journal, request: PlanRequest, source: Run
             f"the state of run {source.run_id if source else '?'} is beyond repair: outputs of "
             f"{len(vanished)} finished steps are gone",
             details=tuple(line for lines in vanished.values() for line in lines),
+            earliest=min(spec.step(step_id).number for step_id in vanished),
         )
 
     stale: dict[StepKey, str] = {}

@@ -123,7 +123,7 @@ def _write_split_output(root: str, values: range, rows: int = 10) -> None:
 def test_the_db_refresh_seam_registers_from_s3(aws: MotoServer) -> None:
     create_bucket("data")
     _write_split_output("s3://data/split_part/addressable_ids", range(4))
-    params = {"database": "omc_flywheel_dev", "engine": "spark", "pipeline": "db-refresh", "create_database": True}
+    params = {"database": "omc_flywheel_dev", "catalog": "glue", "pipeline": "db-refresh", "create_database": True}
     assert glue_catalog.is_glue_catalog(params)
     info = glue_catalog.register_table(params, "part_addressable_ids", "s3://data/split_part/addressable_ids")
     assert info.partition_values == (0, 1, 2, 3)
@@ -284,5 +284,6 @@ def test_db_refresh_in_dev_runs_every_step_as_glue_job_runs(aws: MotoServer, dev
     assert len(attached) == len(session.spec.keys) and all(v.startswith("jr_") for v in attached.values())
     for event in events:
         if isinstance(event, StepSucceeded) and event.step == "register-part-tables":
-            assert any(o.get("table") == f"omc_flywheel_dev.part_{event.context}" for o in event.outputs)
+            reported = [o.get("details", {}) for o in event.outputs]
+            assert any(d.get("table") == f"omc_flywheel_dev.part_{event.context}" for d in reported), event.outputs
     assert all(result.state.step(k).external_id for k in session.spec.keys)

@@ -7,6 +7,7 @@ Pages are checked through the attributes the templates give every row and node (
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from typing import Any
 
@@ -269,11 +270,15 @@ def test_in_prod_the_environment_name_must_be_typed(sandbox: Sandbox) -> None:
 
 
 def test_a_run_recorded_with_a_relative_definition_is_drawn_with_pipeline(sandbox: Sandbox) -> None:
-    """`flywheel run` in the pipeline's folder records `pipeline.yaml`: relative to a folder the dashboard
-    may not be in. `flywheel ui --pipeline PATH` supplies it."""
+    """Journals written before flywheel recorded absolute paths hold `pipeline.yaml`, relative to a folder
+    the dashboard may not be in. `flywheel ui --pipeline PATH` supplies it."""
     sandbox.write(fan_out())
     write_project(sandbox)
-    sandbox.cli("run", check=True)  # in sandbox.root, which is not this process's folder
+    sandbox.cli("run", check=True)
+    db = sqlite3.connect(sandbox.home / "journal.sqlite")  # as an older flywheel recorded it
+    db.execute("UPDATE events SET body = json_set(body, '$.definition', 'pipeline.yaml') WHERE kind = 'run_started'")
+    db.commit()
+    db.close()
     with serve_in_thread(sandbox.home) as served:
         assert "cannot be found" in served.client().get("/runs/1").body
     with serve_in_thread(sandbox.home, pipeline=str(sandbox.pipeline)) as served:

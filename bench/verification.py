@@ -6,7 +6,9 @@
 `--make` first generates sample data and runs db-refresh in that home. Each measurement is a fresh
 process (so one-time costs such as importing DuckDB for the catalog are counted where they fall), run
 3 times after a warm-up; the median is reported, with each step's budget: max(1% of the time the step
-took, 100 ms). Results go to bench/results/verification.json.
+took, 100 ms). `--first` measures the first check after a run (the catalog not yet read since the
+run changed it: DuckDB is imported), `--cold` drops the page cache first (root only). Results go to
+bench/results/verification[-first][-cold].json.
 """
 
 from __future__ import annotations
@@ -57,10 +59,22 @@ def _flywheel(home: Path, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "flywheel", *args], check=True, env=env, cwd=home.parent)
 
 
-def measure(home: Path, repeats: int = 3) -> dict[str, Any]:
+def _prepare(home: Path, *, first: bool, cold: bool) -> None:
+    """`first`: as right after a run, before anything read the catalog (no kept catalog fingerprints).
+    `cold`: nothing in the page cache (needs root), as on a machine that did something else meanwhile."""
+    if first:
+        for sidecar in home.glob("*.fingerprints.json"):
+            sidecar.unlink()
+    if cold:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def measure(home: Path, repeats: int = 3, *, first: bool = False, cold: bool = False) -> dict[str, Any]:
     env = {**os.environ, "FLYWHEEL_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
     runs = []
     for _ in range(repeats + 1):  # the first is a warm-up
+        _prepare(home, first=first, cold=cold)
         out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, check=True)
         runs.append(json.loads(out.stdout))
     runs = runs[1:]
@@ -80,6 +94,8 @@ def measure(home: Path, repeats: int = 3) -> dict[str, Any]:
         )
     return {
         "home": str(home),
+        "first_check_after_run": first,
+        "cold_page_cache": cold,
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cpus": os.cpu_count(),
         "steps": table,
@@ -92,14 +108,17 @@ def main() -> None:
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--make", action="store_true", help="generate data and run db-refresh first")
+    parser.add_argument("--first", action="store_true", help="measure the first check after a run")
+    parser.add_argument("--cold", action="store_true", help="drop the page cache before each measurement")
     args = parser.parse_args()
     home = args.home.resolve()
     if args.make:
         _flywheel(home, "data", "generate", "--rows", str(args.rows))
         _flywheel(home, "run")
-    result = measure(home)
+    result = measure(home, first=args.first, cold=args.cold)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    name = "verification" + ("-first" if args.first else "") + ("-cold" if args.cold else "")
+    RESULTS.with_name(f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print("| step | took | budget | record | verify | outputs |")
     print("|---|---:|---:|---:|---:|---|")
     for row in result["steps"]:

@@ -18,14 +18,13 @@ from rich.console import Console
 
 from flywheel.errors import ExitCode, FlywheelError, UsageError
 
-HELP = """Run, journal and recover the omc-flywheel pipelines.
-
-One safe command after a failure: `flywheel status` shows what happened, `flywheel resume` continues
-exactly where the run stopped.
-
-Exit codes: 0 success · 1 a step failed · 2 usage or definition error · 3 environment or backend
-error · 130 interrupted.
-"""
+HELP = (
+    "Run, journal and recover the omc-flywheel pipelines.\n\n"
+    "One safe command after a failure: `flywheel status` shows what happened, `flywheel resume` continues "
+    "exactly where the run stopped.\n\n"
+    "Exit codes: 0 success · 1 a step failed · 2 usage or definition error · 3 environment or backend "
+    "error · 130 interrupted."
+)
 
 app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console(highlight=False, soft_wrap=True)

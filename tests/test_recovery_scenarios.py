@@ -216,13 +216,12 @@ SCENARIOS = [
         reruns=frozenset({"register-part-tables[addressable_ids]", "prepare-part-tables", *AFTER_4}),
     ),
     Scenario(
-        "step 3 [infobase_attributes]: schema inference (wrong storage path, first run)",
-        cause=_edit_definition("{split_root}"),
-        start=("run", "pipeline.yaml"),
+        "step 3 [infobase_attributes]: schema inference (wrong storage path in a new catalog)",
+        cause=lambda w: (_edit_definition("{split_root}")(w), (w.home / "catalog.duckdb").unlink()),
+        start=("run", "pipeline.yaml", "--skip-steps=1,2"),
         fails={"register-part-tables[infobase_attributes]": "schema-inference-failed"},
         fix=_edit_definition("{split_root}/infobase_attributes"),
         reruns=frozenset({"register-part-tables[infobase_attributes]", "prepare-part-tables", *AFTER_4}),
-        after_oracle=False,
     ),
     Scenario(
         "step 3 (both contexts): database does not exist",

@@ -324,3 +324,42 @@ def test_a_run_killed_before_its_first_event_is_resumed_from_the_start(sandbox: 
     assert plan["to_run"] == ["a", "b[x]", "b[y]", "c"] and plan["warnings"] == []
     assert sandbox.cli("resume", "-p", "pipeline.yaml").returncode == 0
     assert sandbox.executed_in(2) == ["a", "b[x]", "b[y]", "c"]
+
+
+def test_at_a_terminal_the_operator_is_asked_and_no_stops_the_resume(sandbox: Sandbox) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    fan_out(sandbox)
+    sandbox.fail("b[x]", "source file truncated")
+    sandbox.cli("run", "pipeline.yaml")
+
+    def answer(reply: str) -> subprocess.CompletedProcess[str]:
+        controller, terminal = pty.openpty()
+        env = {**os.environ, "FLYWHEEL_HOME": str(sandbox.home), "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+        os.write(controller, reply.encode())
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "flywheel", "resume", "-p", "pipeline.yaml"],
+                stdin=terminal,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=sandbox.root,
+                timeout=60,
+            )
+        finally:
+            os.close(controller)
+            os.close(terminal)
+
+    declined = answer("n\n")
+    assert declined.returncode == 2
+    assert "same error is likely" in declined.stderr and "Resume anyway?" in declined.stdout
+    assert sandbox.executed_in(2) == []
+    accepted = answer("y\n")
+    assert accepted.returncode == 1  # the operator chose to go on; it failed again, as warned
+    assert sandbox.executed_in(2) == ["b[x]"]

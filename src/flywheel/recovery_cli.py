@@ -150,7 +150,7 @@ def confirm_warnings(*, yes: bool) -> Callable[[Any], None]:
                 fix="fix the cause first (`flywheel try STEP` tests it), then resume; or add --yes to resume anyway",
             )
         for warning in warnings:
-            err.print(f"⚠️  {warning}", style="yellow", markup=False)
+            err.print(f"⚠️  {warning}", style="yellow", markup=False, soft_wrap=True)
         if not typer.confirm("Resume anyway?", default=False):
             raise typer.Exit(int(ExitCode.USAGE))
 

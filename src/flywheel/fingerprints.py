@@ -249,7 +249,7 @@ class OutputFingerprinter(Fingerprinter):
         inputs = {path: _listing(Path(path)) for path in _as_list(params.get(RAW_INPUTS_PARAM))}
         return StepFingerprint(code=code, params=values, inputs=inputs)
 
-    def _filedigest(self, path: Path) -> str:
+    def _file_digest(self, path: Path) -> str:
         size, mtime = _stamp(path)
         cache_key = (str(path), size, mtime)
         if cache_key not in self._digests:
@@ -269,7 +269,7 @@ class OutputFingerprinter(Fingerprinter):
         source = self._source(module)
         if not source.files:  # not importable here (a Glue-only job): the reference is all we know
             return {job: digest(job.encode())}, set(params)
-        code = {name: self._filedigest(path) for name, path in source.files.items()}
+        code = {name: self._file_digest(path) for name, path in source.files.items()}
         code[job] = digest(job.encode())
         return code, {name for name in params if name in source.strings}
 
@@ -279,7 +279,7 @@ class OutputFingerprinter(Fingerprinter):
         for token in re.findall(r"[\w./-]+", command):
             candidate = Path(token) if os.path.isabs(token) else self.root / token
             if ("/" in token or candidate.suffix in (".py", ".sh", ".sql")) and candidate.is_file():
-                code[token] = self._filedigest(candidate)
+                code[token] = self._file_digest(candidate)
         if "FLYWHEEL_PARAMS" in command:
             return code, set(params)
         return code, {name for name in params if f"FLYWHEEL_PARAM_{name.upper().replace('-', '_')}" in command}

@@ -22,7 +22,7 @@ import os
 import re
 import string
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -67,7 +67,7 @@ def _parquet_footer(handle: BinaryIO, size: int) -> bytes | None:
     return handle.read(length) + tail
 
 
-def filedigest(path: Path, size: int) -> str:
+def file_digest(path: Path, size: int) -> str:
     """A cheap content digest: whole file when small, Parquet footer, or head and tail samples."""
     with path.open("rb") as handle:
         if size <= SMALL_FILE:
@@ -97,13 +97,13 @@ def fingerprint_path(path: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     if not path.is_dir():
-        return {"kind": "file", "size": st.st_size, "digest": filedigest(path, st.st_size)}
+        return {"kind": "file", "size": st.st_size, "digest": file_digest(path, st.st_size)}
     files: dict[str, str] = {}
     total = 0
     for file in walk(path):
         size = file.stat().st_size
         total += size
-        files[file.relative_to(path).as_posix()] = f"{size}:{filedigest(file, size)}"
+        files[file.relative_to(path).as_posix()] = f"{size}:{file_digest(file, size)}"
     body: dict[str, Any] = {"kind": "dir", "count": len(files), "size": total, "digest": digest_json(files)}
     if len(files) <= MAX_LISTED_FILES:
         body["files"] = files
@@ -286,14 +286,6 @@ def verify_record(record: Mapping[str, Any], params: Mapping[str, Any]) -> Outpu
     if reason is None:
         return done(CheckStatus.MATCHES, summarize(now))
     return done(CheckStatus.CHANGED, reason)
-
-
-def output_problem(checks: Sequence[OutputCheck]) -> str | None:
-    """One readable reason for the checks that failed, or None when every output is intact."""
-    bad = [c for c in checks if not c.ok]
-    if not bad:
-        return None
-    return "; ".join(f"{c.uri} {c.detail}" for c in bad)
 
 
 def identity(uri: str) -> str:

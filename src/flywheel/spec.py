@@ -283,8 +283,9 @@ def _read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     except FileNotFoundError:
         raise UsageError(f"no such file: {path}", fix="pass the path of a pipeline.yaml") from None
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
+        node = yaml.compose(text, Loader=loader)
+        data = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         raise DefinitionError(f"{path} is not valid YAML", details=(str(exc),)) from None
     lines = dict(_line_index(node)) if node is not None else {}

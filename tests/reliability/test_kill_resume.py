@@ -13,9 +13,9 @@ Kill points (52, reproducible):
   server then stops the steps), half freeze and kill the runner and every process it started, as a
   power cut would.
 
-Time budget: 7 minutes with `pytest -m slow -n 2 tests/reliability` on 2 cores (measured: 6 min 58 s),
-about 14 minutes serially with `make test-slow`; each kill point costs about one run of the pipeline on
-small data.
+Time budget: 10 minutes on 2 cores with `make test-slow` (measured: 8 min 50 s serially; 6 min 58 s with
+`pytest -m slow -n 2 tests/reliability` on a busier machine); each kill point costs about one run of the
+pipeline on small data.
 """
 
 from __future__ import annotations

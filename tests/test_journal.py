@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -105,3 +107,13 @@ def test_an_unknown_run_is_not_found_with_a_hint(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.sqlite") as journal, pytest.raises(NotFound) as caught:
         journal.run(99)
     assert caught.value.fix == "list runs with `flywheel runs`"
+
+
+def test_processes_opening_a_new_journal_at_once_all_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    code = f"from pathlib import Path; from flywheel.journal import Journal; Journal(Path({str(path)!r})).close()"
+    openers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    errors = [p.communicate(timeout=60)[1] for p in openers]
+    assert [p.returncode for p in openers] == [0] * 6, errors
+    with Journal(path) as journal:
+        assert journal.runs() == []

@@ -207,7 +207,7 @@ def prepare(
         plan=decided,
         source=source,
         time_saved=decided.time_saved(session.spec),
-        warnings=tuple(getattr(inputs, "warnings", ())),
+        warnings=inputs.warnings,
     )
 
 

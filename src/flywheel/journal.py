@@ -96,22 +96,28 @@ class Journal:
         self.close()
 
     def _migrate(self) -> None:
+        """Bring the schema up to date. The version is read inside the write transaction, so two
+        processes opening a new journal at once migrate it once, not twice."""
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise BackendError(
-                f"the journal at {self.path} has schema version {version}, newer than this flywheel ({SCHEMA_VERSION})",
-                fix="upgrade flywheel",
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+        if version == SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise BackendError(
+                    f"the journal at {self.path} has schema version {version}, newer than this flywheel "
+                    f"({SCHEMA_VERSION})",
+                    fix="upgrade flywheel",
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in filter(str.strip, _MIGRATIONS[target].split(";")):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version={target}")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

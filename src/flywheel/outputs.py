@@ -219,7 +219,15 @@ def fingerprint_output(uri: str, params: Mapping[str, Any]) -> dict[str, Any]:
         body = dict(found)
         return {"uri": uri, "kind": scheme, "fingerprint": body, "digest": digest_json(body)}
     if is_remote(rest):
-        return {"uri": uri, "kind": "remote", "unchecked": "remote storage is checked by its backend"}
+        store = rest.split("://", 1)[0]
+        function = scheme_verifier(store, params)  # e.g. `s3: flywheel.aws.s3:s3_output_fingerprint`
+        if function is None:
+            return {"uri": uri, "kind": "remote", "unchecked": f"no verifier for {store}:// in `verifiers`"}
+        found = function(rest, params)
+        if found is None:
+            return {"uri": uri, "kind": "remote", "missing": True}
+        body = dict(found)
+        return {"uri": uri, "kind": "remote", "fingerprint": body, "digest": digest_json(body)}
     found_path = fingerprint_path(Path(rest))
     if found_path is None:
         return {"uri": uri, "kind": "path", "missing": True}

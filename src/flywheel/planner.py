@@ -78,6 +78,7 @@ class PlanInputs:
     latest: Mapping[StepKey, Provenance] = field(default_factory=dict)
     invalid: Mapping[StepKey, str] = field(default_factory=dict)
     stale: Mapping[StepKey, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # for the operator to read (and confirm) before the plan runs
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,13 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
             found = reusable.get(key) if source is not None else None
             found = found or inputs.latest.get(key)
             if found is not None and key in inputs.invalid:
-                found = None
+                problems.append(
+                    f"cannot skip {key}: the outputs of its last success (run {found.produced_by}) no longer "
+                    f"verify: {inputs.invalid[key]} (run it, or add --force to skip it anyway)"
+                )
+                refused.add(key)
+                decisions[key] = StepDecision(key, Action.SKIP, "refused: outputs no longer verify")
+                continue
             if upstream_running and not request.force:
                 problems.append(
                     f"cannot skip {key}: its upstream {upstream_running[0]} runs in this plan, so the "

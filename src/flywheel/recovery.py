@@ -45,13 +45,6 @@ TRANSIENT_TEXT = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class RecoveryInputs(PlanInputs):
-    """Plan inputs and the warnings an operator must see (and confirm) before the plan runs."""
-
-    warnings: tuple[str, ...] = ()
-
-
 def default_fingerprinter(session: Session) -> OutputFingerprinter:
     env = session.project.config.environment(session.env_name)
     return OutputFingerprinter(session.spec, session.env_name, env, session.home)
@@ -164,7 +157,7 @@ def gather(session: Session, journal: Journal, request: PlanRequest, source: Run
             stale[key] = change
 
     warnings = root_cause_warnings(session, fp, request, source, invalid, stale, current)
-    return RecoveryInputs(source=source, latest=latest, invalid=invalid, stale=stale, warnings=warnings)
+    return PlanInputs(source=source, latest=latest, invalid=invalid, stale=stale, warnings=warnings)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ typecheck: sync
 	$(RUN) mypy
 
 unit: sync
-	$(RUN) pytest -q -m "not e2e and not slow" -p no:cacheprovider
+	$(RUN) pytest -q -m "not e2e and not slow and not spark and not browser" -p no:cacheprovider
 
 e2e: sync
 	$(RUN) pytest -q -m "e2e" -n 2 -p no:cacheprovider

@@ -137,3 +137,20 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox
     path = os.environ.get("PYTHONPATH", "")
     monkeypatch.setenv("PYTHONPATH", f"{REPO}{os.pathsep}{path}" if path else str(REPO))
     yield Sandbox(root=root, home=home)
+
+
+# Tiers: the fast tier (`make unit`) is pure code: planner, spec, journal, events, export, classification.
+# Anything that runs real jobs on data, a real server (moto, HTTP, SMTP) or pipelines in subprocesses
+# is end-to-end, whatever file it lives in.
+_E2E_FIXTURES = frozenset(
+    {"sandbox", "aws", "moto_server", "lake", "split_lake", "fresh_lake", "hooks", "inbox", "world"}
+)
+_E2E_FOLDERS = ("db_refresh", "reliability", "ui")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        uses = set(getattr(item, "fixturenames", ()))
+        if (folder in _E2E_FOLDERS or uses & _E2E_FIXTURES) and "slow" not in item.keywords:
+            item.add_marker(pytest.mark.e2e)

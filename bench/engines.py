@@ -6,7 +6,8 @@ is one fresh process running one step on one engine, with the parameters the run
 the `local` environment (pipeline.yaml, project.yaml), except that both engines get the same two cores
 and 4 GB: DuckDB `threads: 2`, Spark `local[2]` with a 4g driver heap.
 
-Wall time and peak memory come from the kernel's accounting (`os.wait4` on the process). Spark's JVM is a
+Wall time and peak memory come from the kernel's accounting (`os.wait4` on the process; the driver stays
+small, because Linux counts a parent's resident memory at fork time in a child's peak). Spark's JVM is a
 child of that process: the process stops its SparkContext and waits for the JVM before it exits, so the
 JVM's peak is in the accounting too, and the figure reported is the Python process's peak plus the
 JVM's (each at its own peak: an upper bound of the two together). Spark's figures include starting the
@@ -223,7 +224,13 @@ def main() -> None:
             home = work / f"rows-{rows}"
             shutil.rmtree(home, ignore_errors=True)
             print(f"preparing {rows:,} rows (raw data, steps 1-4 on DuckDB) ...", flush=True)
-            prepare(home, rows, args.seed)
+            # In a process of its own: a child's peak RSS counts its parent's at fork time (Linux keeps
+            # the pre-exec high-water mark), so this driver must stay small.
+            subprocess.run(
+                [sys.executable, __file__, "--prepare", str(home), str(rows), str(args.seed)],
+                check=True,
+                env={**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"},
+            )
             for number, step in STEPS.items():
                 for engine in ENGINES:
                     runs = []
@@ -244,6 +251,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     document = {
         "benchmark": "engines",
+        "driver_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
@@ -260,5 +268,8 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _, _, home_arg, key_arg, engine_arg, out_arg = sys.argv
         Path(out_arg).write_text(json.dumps(run_one(Path(home_arg), key_arg, engine_arg)))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--prepare":
+        _, _, home_arg, rows_arg, seed_arg = sys.argv
+        prepare(Path(home_arg), int(rows_arg), int(seed_arg))
     else:
         main()

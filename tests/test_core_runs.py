@@ -289,3 +289,15 @@ def test_one_runner_per_pipeline_and_env_the_second_is_refused_naming_the_holder
         first.send_signal(signal.SIGTERM)
         first.wait(30)
     assert first.returncode == 130
+
+
+def test_only_a_step_without_inputs_runs_on_a_fresh_home_and_one_that_needs_inputs_is_refused(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.write(SHAPES["linear"])
+    first = sandbox.cli("run", "pipeline.yaml", "--only", "a")
+    assert first.returncode == 0, first.stderr
+    assert sandbox.executed_in(1) == ["a"]
+    refused = sandbox.cli("run", "pipeline.yaml", "--only", "c")
+    assert refused.returncode == 2
+    assert "cannot run c: its dependency b neither runs nor has a success to reuse" in refused.stderr

@@ -190,14 +190,12 @@ def prepare(
         source = find_resumable(session, journal)
         request = replace(request, source_run=source.run_id)
     elif request.from_step or request.only:
+        # Steps not selected are taken from the latest run; with no run yet, the selection must stand
+        # on its own (the planner refuses a selected step whose inputs nothing provides).
         rows = journal.runs(session.pipeline, session.env_name, limit=1)
-        if not rows:
-            raise NotFound(
-                f"no earlier run of {session.pipeline} in {session.env_name} to take finished steps from",
-                fix="start with a full `flywheel run`",
-            )
-        source = load_state(journal, rows[0].run_id, lock=session.lock())
-        request = replace(request, source_run=source.run_id)
+        if rows:
+            source = load_state(journal, rows[0].run_id, lock=session.lock())
+            request = replace(request, source_run=source.run_id)
     if source is not None and source.status is RunStatus.RUNNING:
         raise UsageError(f"run {source.run_id} is still running", fix="wait for it, or stop it first")
     inputs = gather(session, journal, request, source)

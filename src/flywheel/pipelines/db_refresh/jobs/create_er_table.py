@@ -525,12 +525,12 @@ def run(invocation: StepInvocation) -> JobResult:
 
 
 def _register(params: Mapping[str, Any], path: Path) -> str | None:
-    """Register the ER table in the local catalog, so it can be queried beside the part tables.
-
-    On Glue the crawler or Entity Resolution's own input config does this, so only the local
-    catalog is touched, and only when one is configured.
+    """Register the ER table in the environment's catalog (the local file, or Glue with `catalog: glue`),
+    so it can be queried beside the part tables and Entity Resolution can name it as its input. The
+    engine does not matter: either engine's output registers the same way. Nothing happens when no
+    catalog is configured.
     """
-    if catalog.on_glue(params) or not params.get("catalog") or not params.get("database"):
+    if not params.get("catalog") or not params.get("database"):
         return None
     name = f"{params.get('table_prefix') or ''}addressable_ids_er"
     info = catalog.register_table(params, name, path, partition_col=PARTITION_COLUMN)

@@ -35,8 +35,7 @@ def verify(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check every output of a run: data present and unchanged, reports generated, tables and
-    partitions registered. Exit 1 when anything is missing or changed."""
+    """Check every output of a run: data present and unchanged, reports generated, tables and partitions registered. Exit 1 when anything is missing or changed."""  # noqa: E501 - one line: Typer keeps line breaks
     from flywheel import api
     from flywheel.recovery import verify_run
 
@@ -84,8 +83,7 @@ def try_(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run one step on the current inputs into a scratch home; show its result and log. Nothing is
-    recorded in the run history and the real outputs are untouched."""
+    """Run one step on the current inputs into a scratch home; show its result and log. Nothing is recorded in the run history and the real outputs are untouched."""  # noqa: E501 - one line: Typer keeps line breaks
     from flywheel import api
     from flywheel.render import ProgressPrinter, duration
     from flywheel.scratch import try_step

@@ -335,3 +335,14 @@ def test_resume_never_reruns_intact_work_and_never_reuses_downstream_of_a_rerun(
             assert not (_ancestors(spec, key) & running), f"{key} reused although an upstream step reruns"
         else:
             assert action is Action.RUN, f"resume left {key} {action}"
+
+
+def test_skipping_a_step_whose_outputs_changed_is_refused_with_the_reason_unless_forced() -> None:
+    latest = {k: Provenance(produced_by=3, recorded_in=3) for k in SPEC.keys}
+    invalid = {StepKey("split-a"): "split_part/addressable_ids is gone"}
+    with pytest.raises(PlanRefused) as caught:
+        plan(SPEC, PlanRequest(skip=("1", "2")), PlanInputs(latest=latest, invalid=invalid))
+    assert "no longer verify: split_part/addressable_ids is gone" in caught.value.message
+    forced = plan(SPEC, PlanRequest(skip=("1", "2"), force=True), PlanInputs(latest=latest, invalid=invalid))
+    assert forced.by_key[StepKey("split-a")].action is Action.SKIP
+    assert forced.by_key[StepKey("split-b")].action is Action.REUSE

@@ -309,7 +309,9 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
         if key in skip:
             found = reusable.get(key) if source is not None else None
             found = found or inputs.latest.get(key)
-            if found is not None and key in inputs.invalid:
+            if found is not None and key in inputs.invalid and request.force:
+                found = None  # skipped anyway, recorded without a source
+            elif found is not None and key in inputs.invalid:
                 problems.append(
                     f"cannot skip {key}: the outputs of its last success (run {found.produced_by}) no longer "
                     f"verify: {inputs.invalid[key]} (run it, or add --force to skip it anyway)"

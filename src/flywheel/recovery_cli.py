@@ -85,7 +85,8 @@ def try_(
 ) -> None:
     """Run one step on the current inputs into a scratch home; show its result and log. Nothing is recorded in the run history and the real outputs are untouched."""  # noqa: E501 - one line: Typer keeps line breaks
     from flywheel import api
-    from flywheel.render import ProgressPrinter, duration
+    from flywheel.durations import duration
+    from flywheel.render import ProgressPrinter
     from flywheel.scratch import try_step
 
     session = api.open_session(pipeline, env, home)

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flywheel.api import PlannedRun, RunView
+from flywheel.durations import duration
 from flywheel.events import Event, RunFinished, RunInterrupted, StepFailed, StepStarted, StepSucceeded
 from flywheel.planner import Action
 from flywheel.spec import PipelineSpec
@@ -37,20 +38,6 @@ RUN_STYLE = {
     RunStatus.RUNNING: "cyan",
     RunStatus.UNFINISHED: "yellow",
 }
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def when(at: float | None) -> str:

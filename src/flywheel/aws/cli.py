@@ -94,7 +94,8 @@ def export(
 
 
 def _view_table(view: ExecutionView, session: Session) -> Table:
-    from flywheel.render import SYMBOL, duration
+    from flywheel.durations import duration
+    from flywheel.render import SYMBOL
 
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in ("#", "step", "", "state", "took", "Glue run"):

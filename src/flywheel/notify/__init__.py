@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from flywheel.durations import duration
 from flywheel.events import Event, RunFinished, RunInterrupted, RunOutcome, RunStarted, StepFailed, StepStarted
 from flywheel.spec import EnvironmentSpec, NotifierSpec, PipelineSpec
 
@@ -96,18 +97,8 @@ class Redactor:
 
 
 def duration_text(seconds: float | None) -> str:
-    """`42 s`, `3 min 05 s`, `1 h 40 min` (the same units as `flywheel status`)."""
-    if seconds is None:
-        return "?"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    """`42 s`, `3 min 05 s`, `1 h 40 min` (the same units as `flywheel status`); `?` when unknown."""
+    return "?" if seconds is None else duration(seconds)
 
 
 def when_text(at: float) -> str:

@@ -42,7 +42,7 @@ e2e: sync
 	$(RUN) pytest -q -m "e2e" -n 2 -p no:cacheprovider
 
 test: browser lint typecheck
-	$(RUN) pytest -q -m "not slow and not spark" -n 2 -p no:cacheprovider
+	FLYWHEEL_REQUIRE_BROWSER=1 $(RUN) pytest -q -m "not slow and not spark" -n 2 -p no:cacheprovider
 
 # The Spark tier (docs/spark.md): the db-refresh jobs on PySpark 3.5, the AWS Glue 5.0 line, in a local
 # JVM. Its own venv with the `spark` dependency group, so `make test` never installs pyspark (318 MB).

@@ -20,7 +20,7 @@ from rich.rule import Rule
 
 console = Console(highlight=False, soft_wrap=True)
 
-DEMO_ROWS = int(os.environ.get("FLYWHEEL_DEMO_ROWS", "200000"))  # about a minute on 2 cores
+DEMO_ROWS = int(os.environ.get("FLYWHEEL_DEMO_ROWS", "1000000"))  # about a minute on 2 cores
 BAD_MAPPING = """\
 # ER schema mapping overrides (read by step 5, create-part-addressable-ids-er-table).
 # Typo on purpose: AWS Entity Resolution calls this type EMAIL_ADDRESS.

@@ -3,7 +3,6 @@ and the failed step's state is read from the rendered DOM."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,18 +17,8 @@ from flywheel.planner import Mode, PlanRequest
 from flywheel.reports import incidents_report
 from flywheel.reports.run_report import render_run_report
 from tests.conftest import Sandbox, step
+from tests.support.browser import headless_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CAUSES = [{"match": "source file .* is missing", "cause": "data", "hint": "Re-deliver the source file, then resume."}]
 
 
@@ -115,16 +104,8 @@ def test_report_and_incidents_report_commands_write_files(failed_and_resumed: Sa
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("FLYWHEEL_REQUIRE_BROWSER"):  # `make test` installs it: missing is a failure there
-            pytest.fail("/usr/bin/chromium is not installed although `make test` requires it (run `make browser`)")
-        pytest.skip("/usr/bin/chromium is not installed (run `make browser`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.mark.browser

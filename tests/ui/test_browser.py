@@ -16,34 +16,16 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, Sandbox
+from tests.support.browser import headless_chromium
 from tests.ui.conftest import execute, fan_out, serve_in_subprocess, write_project
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 GRAPH_STATES = "els => Object.fromEntries(els.map(e => [e.dataset.key, e.dataset.state]))"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("FLYWHEEL_REQUIRE_BROWSER"):  # `make test` installs it: missing is a failure there
-            pytest.fail("/usr/bin/chromium is not installed although `make test` requires it (run `make browser`)")
-        pytest.skip("/usr/bin/chromium is not installed (run `make browser`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 class Shots:

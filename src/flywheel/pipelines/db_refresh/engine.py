@@ -427,7 +427,10 @@ def find_unreadable(reader: Callable[[list[str]], DataFrame], files: Sequence[Pa
     bad: list[tuple[Path, str]] = []
     for file in files:
         try:
-            reader([str(file)]).count()
+            df = reader([str(file)])
+            # every column counted, so every value is parsed: a bare count() may skip unread columns
+            F = functions(df.session if hasattr(df, "session") else df.sparkSession)
+            df.agg(*(F.count(F.col(name)) for name in df.columns)).collect()
         except Exception as exc:  # any engine error means the file is unusable as it is
             bad.append((file, first_line(exc)))
     return bad

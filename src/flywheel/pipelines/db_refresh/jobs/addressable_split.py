@@ -13,11 +13,12 @@ The source-checking and dedupe helpers here are shared with step 2 (infobase spl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flywheel.invocation import JobResult, StepInvocation
+from flywheel.invocation import JobError, JobResult, StepInvocation
 from flywheel.pipelines.db_refresh import engine
 from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error
 
@@ -47,15 +48,14 @@ def run(invocation: StepInvocation) -> JobResult:
         check_columns(file, engine.csv_header(file), COLUMNS)
     ddl = ", ".join(f"{name} {kind}" for name, kind in SCHEMA)
     with engine.session_scope(params) as session:
-        raw = engine.read_csv(session, files, ddl)
-        clean = normalise(session, raw)
-        valid, read, rejected = load_source(
-            session, clean, files, lambda paths: engine.read_csv(session, paths, ddl), source
-        )
-        kept = latest_per_id(session, valid, "last_seen", COLUMNS[1:-1])
-        output = engine.write_partitioned(
-            kept.withColumn(PARTITION_COL, engine.bucket(session, "id", n_parts)), target, PARTITION_COL
-        )
+        reader = lambda paths: engine.read_csv(session, paths, ddl)  # noqa: E731
+        with naming_unreadable_files(files, reader, source):
+            clean = normalise(session, reader(files))
+            valid, read, rejected = count_source(session, clean, source)
+            kept = latest_per_id(session, valid, "last_seen", COLUMNS[1:-1])
+            output = engine.write_partitioned(
+                kept.withColumn(PARTITION_COL, engine.bucket(session, "id", n_parts)), target, PARTITION_COL
+            )
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 
 
@@ -124,20 +124,20 @@ def check_columns(file: Path, found: Sequence[str], expected: Sequence[str], *, 
     )
 
 
-def load_source(
-    session: engine.Session,
-    clean: engine.DataFrame,
-    files: Sequence[Path],
-    reader: Callable[[list[str]], engine.DataFrame],
-    source: Path,
-) -> tuple[engine.DataFrame, int, int]:
-    """Read the source once into the session: (rows with a valid id, rows read, rows rejected).
+@contextlib.contextmanager
+def naming_unreadable_files(
+    files: Sequence[Path], reader: Callable[[list[str]], engine.DataFrame], source: Path
+) -> Iterator[None]:
+    """Turns the engine's read error into `corrupt-file` naming the files that break it.
 
-    A read that fails is retried file by file to name the file that breaks it (`corrupt-file`).
+    The source is read twice (counted, then deduplicated and written) rather than materialised once:
+    a copy of ten million rows cost more than a second read. Either read may be the one to fail, so
+    both run inside this; the culprits are found by reading each file on its own.
     """
-    F = engine.functions(session)
     try:
-        loaded = engine.checkpoint(clean)
+        yield
+    except JobError:
+        raise
     except Exception as exc:  # the engine's own read error; find which file causes it
         bad = engine.find_unreadable(reader, files)
         if not bad:
@@ -148,7 +148,12 @@ def load_source(
             f"{len(bad)} of {len(files)} files in {source} cannot be read ({listing}). "
             "Ask for a re-delivery of those files, or move them out of the source directory",
         ) from exc
-    row = loaded.agg(
+
+
+def count_source(session: engine.Session, clean: engine.DataFrame, source: Path) -> tuple[engine.DataFrame, int, int]:
+    """(rows with a valid id, rows read, rows rejected); `empty-source` when no row is usable."""
+    F = engine.functions(session)
+    row = clean.agg(
         F.count(F.lit(1)).alias("read"),
         F.sum(F.when(F.col("_valid"), F.lit(0)).otherwise(F.lit(1))).alias("rejected"),
     ).collect()[0]
@@ -158,7 +163,7 @@ def load_source(
             JobErrorType.EMPTY_SOURCE,
             f"no usable rows in {source}: {read} rows read, none with a valid id (64 hex digits)",
         )
-    return loaded.where(F.col("_valid")).drop("_valid"), read, rejected
+    return clean.where(F.col("_valid")).drop("_valid"), read, rejected
 
 
 def latest_per_id(

@@ -20,8 +20,9 @@ from flywheel.pipelines.db_refresh.jobs.addressable_split import (
     ID_PATTERN,
     PARTITION_COL,
     check_columns,
+    count_source,
     latest_per_id,
-    load_source,
+    naming_unreadable_files,
     parts_param,
     source_files,
     split_result,
@@ -63,18 +64,17 @@ def run(invocation: StepInvocation) -> JobResult:
     with engine.session_scope(params) as session:
         for file in files:
             check_columns(file, engine.parquet_columns(session, file), COLUMNS, ordered=False)
-        raw = engine.read_parquet(session, files)
-        clean = normalise(session, raw)
-        valid, read, rejected = load_source(
-            session, clean, files, lambda paths: engine.read_parquet(session, paths), source
-        )
-        F = engine.functions(session)
-        tiebreak: list[Any] = [c for c in COLUMNS[2:] if c != "interests"]
-        tiebreak += [F.col("interests").isNull(), F.array_join(F.col("interests"), "|")]
-        kept = latest_per_id(session, valid, "updated_at", tiebreak)
-        output = engine.write_partitioned(
-            kept.withColumn(PARTITION_COL, engine.bucket(session, "id", n_parts)), target, PARTITION_COL
-        )
+        reader = lambda paths: engine.read_parquet(session, paths)  # noqa: E731
+        with naming_unreadable_files(files, reader, source):
+            clean = normalise(session, reader(files))
+            valid, read, rejected = count_source(session, clean, source)
+            F = engine.functions(session)
+            tiebreak: list[Any] = [c for c in COLUMNS[2:] if c != "interests"]
+            tiebreak += [F.col("interests").isNull(), F.array_join(F.col("interests"), "|")]
+            kept = latest_per_id(session, valid, "updated_at", tiebreak)
+            output = engine.write_partitioned(
+                kept.withColumn(PARTITION_COL, engine.bucket(session, "id", n_parts)), target, PARTITION_COL
+            )
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 
 

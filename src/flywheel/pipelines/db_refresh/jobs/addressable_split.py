@@ -14,11 +14,10 @@ The source-checking and dedupe helpers here are shared with step 2 (infobase spl
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from flywheel.invocation import JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh import engine, storage
 from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error
 
 SOURCE = "addressable_ids"
@@ -40,8 +39,8 @@ ID_PATTERN = "^[0-9a-f]{64}$"
 def run(invocation: StepInvocation) -> JobResult:
     params = invocation.params
     n_parts = parts_param(params)
-    source = engine.local_path(str(params["raw_root"])) / SOURCE
-    target = engine.local_path(str(params["split_root"])) / SOURCE
+    source = storage.join(str(params["raw_root"]), SOURCE)
+    target = storage.join(str(params["split_root"]), SOURCE)
     files = source_files(source, (".csv.gz", ".csv"), "gzip CSV")
     for file in files:
         check_columns(file, engine.csv_header(file), COLUMNS)
@@ -94,11 +93,11 @@ def parts_param(params: Mapping[str, Any]) -> int:
     return n_parts
 
 
-def source_files(source: Path, suffixes: Sequence[str], kind: str) -> list[Path]:
+def source_files(source: str, suffixes: Sequence[str], kind: str) -> list[str]:
     """The delivered files, or `missing-source` naming where they were expected."""
     files = engine.list_files(source, suffixes)
     if not files:
-        state = "is empty" if source.is_dir() else "does not exist"
+        state = "is empty" if storage.storage_for(source).is_dir(source) else "does not exist"
         raise job_error(
             JobErrorType.MISSING_SOURCE,
             f"no {kind} files ({', '.join('*' + s for s in suffixes)}) in {source}: the directory {state}. "
@@ -107,7 +106,7 @@ def source_files(source: Path, suffixes: Sequence[str], kind: str) -> list[Path]
     return files
 
 
-def check_columns(file: Path, found: Sequence[str], expected: Sequence[str], *, ordered: bool = True) -> None:
+def check_columns(file: str, found: Sequence[str], expected: Sequence[str], *, ordered: bool = True) -> None:
     """`schema-mismatch` unless a file has exactly the expected columns (in order, for CSV)."""
     if list(found) == list(expected) or (not ordered and sorted(found) == sorted(expected)):
         return
@@ -127,9 +126,9 @@ def check_columns(file: Path, found: Sequence[str], expected: Sequence[str], *, 
 def load_source(
     session: engine.Session,
     clean: engine.DataFrame,
-    files: Sequence[Path],
+    files: Sequence[str],
     reader: Callable[[list[str]], engine.DataFrame],
-    source: Path,
+    source: str,
 ) -> tuple[engine.DataFrame, int, int]:
     """Read the source once into the session: (rows with a valid id, rows read, rows rejected).
 
@@ -142,7 +141,7 @@ def load_source(
         bad = engine.find_unreadable(reader, files)
         if not bad:
             raise
-        listing = "; ".join(f"{path.name}: {reason}" for path, reason in bad)
+        listing = "; ".join(f"{storage.name_of(path)}: {reason}" for path, reason in bad)
         raise job_error(
             JobErrorType.CORRUPT_FILE,
             f"{len(bad)} of {len(files)} files in {source} cannot be read ({listing}). "
@@ -175,7 +174,7 @@ def latest_per_id(
     return ranked.where(F.col("_rank") == F.lit(1)).drop("_rank")
 
 
-def split_result(target: Path, output: engine.PartitionedOutput, *, files: int, read: int, rejected: int) -> JobResult:
+def split_result(target: str, output: engine.PartitionedOutput, *, files: int, read: int, rejected: int) -> JobResult:
     written = output.rows
     summary = {
         "uri": str(target),

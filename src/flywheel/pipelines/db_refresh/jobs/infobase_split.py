@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from flywheel.invocation import JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh import engine, storage
 from flywheel.pipelines.db_refresh.jobs.addressable_split import (
     ID_PATTERN,
     PARTITION_COL,
@@ -57,8 +57,8 @@ _LOWER = ("id", "language")
 def run(invocation: StepInvocation) -> JobResult:
     params = invocation.params
     n_parts = parts_param(params)
-    source = engine.local_path(str(params["raw_root"])) / SOURCE
-    target = engine.local_path(str(params["split_root"])) / SOURCE
+    source = storage.join(str(params["raw_root"]), SOURCE)
+    target = storage.join(str(params["split_root"]), SOURCE)
     files = source_files(source, (".parquet",), "Parquet")
     with engine.session_scope(params) as session:
         for file in files:

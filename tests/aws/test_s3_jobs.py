@@ -263,6 +263,15 @@ def test_a_failed_commit_leaves_the_previous_output_readable(aws: MotoServer, s3
     assert _rows(params, target) == rows
 
 
+def test_s3_roots_with_the_local_catalog_are_refused_clearly(s3_params: dict[str, Any], tmp_path: Path) -> None:
+    params = {**s3_params, "catalog": str(tmp_path / "catalog.duckdb")}
+    _run(addressable_split.run, params, "addressable-split-and-part")
+    root = _split(params, "addressable_ids")
+    with pytest.raises(JobError) as refused:
+        _run(register_part_tables.run, params, "register-part-tables", table="addressable_ids", storage_root=root)
+    assert refused.value.error_type == "unsupported" and "set `catalog: glue`" in str(refused.value)
+
+
 FAULTS = (
     ("missing-source", addressable_split.run, "missing-source"),
     ("corrupt-file", addressable_split.run, "corrupt-file"),

@@ -293,7 +293,7 @@ def local_path(path: str | os.PathLike[str]) -> Path:
     """A local location as an absolute path (`s3://` ones go through `storage` and `_readable`)."""
     text = os.fspath(path)
     if "://" in text and not text.startswith("file://"):
-        raise job_error(JobErrorType.UNSUPPORTED, f"{text}: not a local path (only s3:// is supported besides)")
+        raise job_error(JobErrorType.UNSUPPORTED, f"{text}: only local paths and s3:// locations are supported")
     return Path(text.removeprefix("file://")).absolute()
 
 

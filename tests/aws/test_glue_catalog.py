@@ -1,11 +1,12 @@
 """The Glue Data Catalog code against moto, and db-refresh in env `dev` end to end through the API.
 
 moto never executes a Glue job. In the end-to-end test a stand-in worker plays Glue: for each job run
-the Glue executor starts, it reads the invocation from the run's arguments and does the run's AWS-side
-work (placeholder split files and manifests in S3 for steps 1-2; for steps 3 and 4 the real catalog
-code, `flywheel.aws.catalog`, with the invocation's parameters), writes the job result, and lets the
-run end. So the tables and partitions found in moto afterwards are exactly what the catalog code
-registered from what the invocations carried; no Spark job code ran.
+the Glue executor starts, it calls the real Glue entry point (`flywheel.aws.glue_entry.run`) with the
+run's arguments, so the real job code of every step runs against the dev bucket and catalog in moto,
+writes its outputs and its result to S3, and the run ends SUCCEEDED or FAILED as the job did. The one
+change: the invocation's engine is DuckDB (there is no Spark here), which stages S3 through local
+scratch (`flywheel.pipelines.db_refresh.storage`). So the split outputs, tables, partitions and reports
+found in moto afterwards are exactly what the jobs wrote from what the invocations carried.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import pytest
 
 from flywheel import api
 from flywheel.aws import catalog as glue_catalog
+from flywheel.aws import glue_entry
 from flywheel.aws.catalog import GlueCatalog, PartitionSpec, TableDefinition
 from flywheel.events import StepAttached, StepSucceeded
 from flywheel.invocation import JobError, StepInvocation
+from flywheel.pipelines.db_refresh import engine, sample_data
 from flywheel.planner import PlanRequest
 from tests.aws.resources import create_bucket, create_glue_jobs
 from tests.support.moto_server import MotoServer
@@ -167,10 +170,11 @@ def test_s3_outputs_are_fingerprinted_by_their_listing(aws: MotoServer) -> None:
 
 
 class StandInGlue:
-    """Plays Glue for moto: does each held run's AWS-side work from its arguments, then ends it."""
+    """Plays Glue for moto: runs each held run's job through the Glue entry point, then ends the run."""
 
-    def __init__(self, server: MotoServer) -> None:
+    def __init__(self, server: MotoServer, scratch: Path) -> None:
         self.server = server
+        self.scratch = scratch
         self.handled: list[tuple[str, str]] = []  # (job name, key) in the order runs were started
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
@@ -191,39 +195,30 @@ class StandInGlue:
                 if run["Id"] in seen or run["JobRunState"] != "RUNNING":
                     continue
                 seen.add(run["Id"])
+                state = "FAILED"
                 try:
-                    self._work(run)
+                    body = self._work(run)
+                    if body["ok"]:
+                        state = "SUCCEEDED"
+                    else:
+                        self.errors.append(AssertionError(f"{run['JobName']}: {body['error_message']}"))
                 except BaseException as exc:  # surfaced by the test
                     self.errors.append(exc)
-                self.server.release_glue(run_id=run["Id"])
+                self.server.release_glue(run_id=run["Id"], state=state)
             time.sleep(0.05)
 
-    def _work(self, run: dict[str, Any]) -> None:
+    def _work(self, run: dict[str, Any]) -> dict[str, Any]:
         invocation = StepInvocation.from_json(run["Arguments"]["--flywheel_invocation"])
         self.handled.append((run["JobName"], invocation.key))
-        params = invocation.params
-        outputs: list[dict[str, Any]] = []
-        if invocation.step in ("addressable-split-and-part", "infobase-split-and-part"):
-            name = "addressable_ids" if invocation.step.startswith("addressable") else "infobase_attributes"
-            root = f"{params['split_root']}/{name}"
-            _write_split_output(root, range(int(params["n_parts"])))
-            outputs.append({"uri": root})
-        elif invocation.step == "register-part-tables":
-            table = f"{params['table_prefix']}{params['table']}"
-            info = glue_catalog.register_table(params, table, params["storage_root"])
-            outputs.append({"table": info.qualified_name, "partitions": len(info.partitions)})
-        elif invocation.step == "prepare-part-tables":
-            for name in ("addressable_ids", "infobase_attributes"):
-                table = f"{params['table_prefix']}{name}"
-                scanned = glue_catalog.scan_partitions(glue_catalog.get_table(params, table).storage_root)
-                assert all(p.rows > 0 for p in scanned)
-                glue_catalog.sync_partitions(params, table, [p.value for p in scanned])
-                outputs.append({"table": table, "fingerprint": glue_catalog.table_fingerprint(params, table)})
-        path = invocation.result_path
-        assert path is not None
-        bucket, _, key = path[len("s3://") :].partition("/")
-        body = {"ok": True, "outputs": outputs}
-        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(body).encode())
+        local = {"engine": "duckdb", "memory_limit": "1GB", "threads": 1, "temp_directory": str(self.scratch)}
+        changed = StepInvocation(**{**invocation.__dict__, "params": {**invocation.params, **local}})
+        arguments = {**run["Arguments"], "--flywheel_invocation": changed.to_json()}
+        argv = ["entry.py", *(item for pair in arguments.items() for item in pair), "--JOB_RUN_ID", run["Id"]]
+        return glue_entry.run(argv)
+
+
+DEV_ROWS = 400
+"""Enough rows that each of the pipeline's 16 parts holds some, few enough to stay quick."""
 
 
 @pytest.fixture
@@ -234,6 +229,11 @@ def dev_session(aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for name in names.values():
         aws.glue_outcome(name, "SUCCEEDED", hold=True, times=None)
     create_bucket("omc-flywheel-dev-data")
+    raw = tmp_path / "raw"
+    sample_data.generate(raw, DEV_ROWS, seed=2, files=1)
+    for path in sorted(p for p in raw.rglob("*") if p.is_file()):
+        key = f"raw/{path.relative_to(raw).as_posix()}"
+        boto3.client("s3").upload_file(str(path), "omc-flywheel-dev-data", key)
     boto3.client("glue").create_database(DatabaseInput={"Name": "omc_flywheel_dev"})
     boto3.client("dynamodb").create_table(  # the cross-machine run lock, as the Terraform stack makes it
         TableName="omc-flywheel-dev-locks",
@@ -247,7 +247,7 @@ def dev_session(aws: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.e2e
 def test_db_refresh_in_dev_runs_every_step_as_glue_job_runs(aws: MotoServer, dev_session: api.Session) -> None:
     session = dev_session
-    with StandInGlue(aws) as glue_side:
+    with StandInGlue(aws, session.home / "scratch") as glue_side:
         result = api.execute(session, PlanRequest())  # the executor comes from project.yaml: glue
     assert not glue_side.errors, glue_side.errors
     assert result.outcome is not None and result.outcome.value == "succeeded", result.state
@@ -287,3 +287,17 @@ def test_db_refresh_in_dev_runs_every_step_as_glue_job_runs(aws: MotoServer, dev
             reported = [o.get("details", {}) for o in event.outputs]
             assert any(d.get("table") == f"omc_flywheel_dev.part_{event.context}" for d in reported), event.outputs
     assert all(result.state.step(k).external_id for k in session.spec.keys)
+
+    # the jobs committed their data to S3: every part of both splits and of the ER table, the reports
+    data = "s3://omc-flywheel-dev-data"
+    for output in ("split_part/addressable_ids", "split_part/infobase_attributes", "er/part_addressable_ids_er"):
+        committed = engine.read_manifest(f"{data}/{output}")
+        assert committed is not None and sorted(committed.partitions) == list(range(16)), output
+        assert all(p.rows > 0 and p.etags for p in committed.partitions.values()), output
+    reports = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="omc-flywheel-dev-data")["Contents"]}
+    assert {"reports/data_monitor/metrics.json", "reports/cleanrooms/segments.json"} <= reports
+    assert "er/schema_mapping.json" in reports
+    # and the runner fingerprinted the declared S3 outputs through the pipeline's `s3` verifier
+    split = next(e for e in events if isinstance(e, StepSucceeded) and e.step == "addressable-split-and-part")
+    recorded = next(o for o in split.outputs if o.get("uri") == f"{data}/split_part/addressable_ids")
+    assert recorded["kind"] == "remote" and recorded["fingerprint"]["objects"] == 17, recorded  # 16 parts, manifest

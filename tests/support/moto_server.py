@@ -18,7 +18,10 @@ serving:
 4. `.sync` tasks poll their job every 0.05 s instead of 0.5 s (`--sync-poll`);
 5. `BatchStopJobRun` marks active runs STOPPED;
 6. every AWS call is recorded as an IAM action with the caller's access key (`GET /_flywheel/calls`):
-   the tests check the Terraform IAM policies against what flywheel (and the state machine) called.
+   the tests check the Terraform IAM policies against what flywheel (and the state machine) called;
+7. a test registers *S3 faults* (`POST /_flywheel/s3/faults`): the next S3 request(s) with a given
+   method whose `bucket/key` matches a pattern get an S3 error reply (e.g. 403 AccessDenied) instead
+   of being served, so a commit can be made to fail at a chosen object.
 
 Tests use `MotoServer` (start, stop, rule helpers); the pytest fixture is in `tests/aws/conftest.py`.
 """
@@ -68,20 +71,36 @@ class _Rule:
 
 
 @dataclass
+class _S3Fault:
+    """What the next matching S3 request(s) get instead of being served."""
+
+    method: str
+    key: re.Pattern[str]
+    code: str = "AccessDenied"
+    status: int = 403
+    times: int | None = 1
+
+
+@dataclass
 class _Control:
     rules: list[_Rule] = field(default_factory=list)
+    s3_faults: list[_S3Fault] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     runs: dict[str, Any] = field(default_factory=dict)  # JobRunId -> FakeJobRun (for release / listing)
     calls: list[dict[str, str]] = field(default_factory=list)  # every AWS call: principal and IAM action
 
     def take(self, job_name: str, arguments: Mapping[str, str]) -> _Rule | None:
+        return self.use_first(self.rules, lambda rule: rule.matches(job_name, arguments))
+
+    def use_first(self, rules: list[Any], matches: Callable[[Any], bool]) -> Any:
+        """The first rule that matches, used once (dropped when its `times` run out), or None."""
         with self.lock:
-            for rule in self.rules:
-                if rule.matches(job_name, arguments):
+            for rule in rules:
+                if matches(rule):
                     if rule.times is not None:
                         rule.times -= 1
                         if rule.times <= 0:
-                            self.rules.remove(rule)
+                            rules.remove(rule)
                     return rule
         return None
 
@@ -336,6 +355,19 @@ def _record_call(environ: dict[str, Any]) -> None:
         _CONTROL.calls.append({"principal": principal, "action": action})
 
 
+def _s3_fault(environ: dict[str, Any]) -> _S3Fault | None:
+    """The fault rule an S3 request matches (used up by one), or None."""
+    match = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if match is None or match.group(2) != "s3":
+        return None
+    target = urllib.parse.unquote(environ.get("PATH_INFO", "")).lstrip("/")
+    method = environ["REQUEST_METHOD"]
+    found: _S3Fault | None = _CONTROL.use_first(
+        _CONTROL.s3_faults, lambda fault: fault.method == method and fault.key.search(target) is not None
+    )
+    return found
+
+
 def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
     """Wrap moto's WSGI app with the `/_flywheel/` control endpoints and the call recorder."""
 
@@ -350,6 +382,17 @@ def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
         if not path.startswith(CONTROL_PREFIX):
             if not path.startswith("/moto-api"):
                 _record_call(environ)
+                fault = _s3_fault(environ) if _CONTROL.s3_faults else None
+                if fault is not None:
+                    error = (
+                        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{fault.code}</Code>"
+                        f"<Message>injected by the test</Message><Resource>{path}</Resource></Error>"
+                    ).encode()
+                    start_response(
+                        f"{fault.status} Injected",
+                        [("Content-Type", "application/xml"), ("Content-Length", str(len(error)))],
+                    )
+                    return [error]
             return app(environ, start_response)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
@@ -368,6 +411,21 @@ def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
                 return reply(start_response, 400, {"error": f"state must be one of {TERMINAL_GLUE_STATES}"})
             with _CONTROL.lock:
                 _CONTROL.rules.append(rule)
+            return reply(start_response, 200, {"ok": True})
+        if action == "s3/faults" and environ["REQUEST_METHOD"] == "POST":
+            fault = _S3Fault(
+                method=str(body.get("method", "PUT")).upper(),
+                key=re.compile(str(body["key"])),
+                code=str(body.get("code", "AccessDenied")),
+                status=int(body.get("status", 403)),
+                times=body.get("times", 1),
+            )
+            with _CONTROL.lock:
+                _CONTROL.s3_faults.append(fault)
+            return reply(start_response, 200, {"ok": True})
+        if action == "s3/faults/clear" and environ["REQUEST_METHOD"] == "POST":
+            with _CONTROL.lock:
+                _CONTROL.s3_faults.clear()
             return reply(start_response, 200, {"ok": True})
         if action == "glue/release" and environ["REQUEST_METHOD"] == "POST":
             released = []
@@ -395,6 +453,7 @@ def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
         if action == "reset" and environ["REQUEST_METHOD"] == "POST":
             with _CONTROL.lock:
                 _CONTROL.rules.clear()
+                _CONTROL.s3_faults.clear()
                 _CONTROL.runs.clear()
                 _CONTROL.calls.clear()
             return reply(start_response, 200, {"ok": True})
@@ -495,6 +554,17 @@ class MotoServer:
         body = {"job_name": job_name, "run_id": run_id, "state": state}
         released: list[str] = self._post(CONTROL_PREFIX + "glue/release", body)["released"]
         return released
+
+    def s3_fault(
+        self, key: str, *, method: str = "PUT", code: str = "AccessDenied", status: int = 403, times: int | None = 1
+    ) -> None:
+        """Make the next `times` S3 requests of `method` whose `bucket/key` matches the regex `key` fail
+        with `code` (HTTP `status`) instead of being served."""
+        body = {"key": key, "method": method, "code": code, "status": status, "times": times}
+        self._post(CONTROL_PREFIX + "s3/faults", body)
+
+    def clear_s3_faults(self) -> None:
+        self._post(CONTROL_PREFIX + "s3/faults/clear")
 
     def glue_runs(self) -> list[dict[str, Any]]:
         with urllib.request.urlopen(self.endpoint + CONTROL_PREFIX + "glue/runs", timeout=10) as response:

@@ -363,18 +363,25 @@ def _s3() -> Any:
 def discover_partitions(
     storage_root: str, partition_col: str = PARTITION_COL, *, s3: Any = None
 ) -> dict[int, tuple[str, tuple[str, ...], int]]:
-    """Every `partition_col=<int>/` directory under an S3 root: value -> (location, files, bytes)."""
-    from flywheel.aws.s3 import parse_s3_uri
+    """Every `partition_col=<int>/` directory under an S3 root: value -> (location, files, bytes).
+
+    When the root holds a split step's `_manifest.json`, only the files it lists count (the commit
+    marker: anything else is a leftover of a failed or unfinished commit)."""
+    from flywheel.aws.s3 import manifest_files, parse_s3_uri
 
     root = parse_s3_uri(storage_root)
     prefix = root.key.rstrip("/") + "/" if root.key else ""
     client = s3 or _s3()
+    listed = manifest_files(read_manifest(storage_root, s3=client))
+    committed = set(listed) if listed is not None else None
     found: dict[int, tuple[str, list[str], int]] = {}
     pattern = re.compile(rf"^{re.escape(partition_col)}=(-?\d+)/([^/]+)$")
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=root.bucket, Prefix=prefix):
         for item in page.get("Contents", ()):
             match = pattern.match(str(item["Key"])[len(prefix) :])
             if not match or match.group(2).startswith((".", "_")):
+                continue
+            if committed is not None and str(item["Key"])[len(prefix) :] not in committed:
                 continue
             value = int(match.group(1))
             location = f"s3://{root.bucket}/{prefix}{partition_col}={value}"

@@ -1,8 +1,14 @@
 """S3 outputs: what an AWS run produced, seen as a listing (keys, sizes, ETags), and its fingerprint.
 
 Outputs of AWS runs are verified like local ones: a step's output is a prefix (a partitioned directory)
-or one object, and its fingerprint is a digest of the listing. Reading object bodies is never needed,
-so verifying a terabyte of part files costs a few `ListObjectsV2` pages.
+or one object, and its fingerprint is a digest of the listing. Reading object bodies is never needed
+(but for a partitioned output's `_manifest.json`), so verifying a terabyte of part files costs a few
+`ListObjectsV2` pages and one GET.
+
+A partitioned output the db-refresh jobs committed (`flywheel.pipelines.db_refresh.storage`) is what its
+`_manifest.json` lists, nothing else: the listing keeps only the manifest and the files it names, so
+objects a failed commit left behind (or stale ones a commit had not yet deleted) do not change the
+fingerprint, and a listed file that has gone does.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ class S3Listing:
 
     uri: str
     objects: tuple[S3Object, ...]
+    absent: tuple[str, ...] = ()
+    """Keys the output's manifest lists that are not in S3 (a broken output)."""
 
     @property
     def exists(self) -> bool:
@@ -69,6 +77,8 @@ class S3Listing:
         for obj in sorted(self.objects, key=lambda o: o.key):
             relative = obj.key[len(base) :].lstrip("/") if base else obj.key
             digest.update(f"{relative}\0{obj.size}\0{obj.etag}\n".encode())
+        for key in self.absent:
+            digest.update(f"absent\0{key}\n".encode())
         return digest.hexdigest()
 
     def record(self) -> dict[str, Any]:
@@ -113,13 +123,41 @@ def s3_listing(uri: str, *, client: Any = None) -> S3Listing:
                 if _hidden(key[len(prefix) :]):
                     continue
                 objects.append(S3Object(key, int(item["Size"]), str(item["ETag"]).strip('"')))
+        committed, absent = _committed(objects, target.bucket, prefix, s3)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "Error")
         raise BackendError(
             f"cannot list {uri}: {code}",
             fix="check the bucket exists and the role may s3:ListBucket and s3:GetObject on it",
         ) from None
-    return S3Listing(uri=uri, objects=tuple(objects))
+    return S3Listing(uri=uri, objects=tuple(committed), absent=absent)
+
+
+def manifest_files(manifest: Mapping[str, Any] | None) -> list[str] | None:
+    """The data files a partitioned output's manifest lists (`id_part=3/<name>`), or None when it is
+    not such a manifest."""
+    if not manifest or not isinstance(manifest.get("partitions"), Mapping) or not manifest.get("partition_col"):
+        return None
+    column = str(manifest["partition_col"])
+    try:
+        return [f"{column}={value}/{name}" for value, part in manifest["partitions"].items() for name in part["files"]]
+    except (KeyError, TypeError):
+        return None
+
+
+def _committed(
+    objects: list[S3Object], bucket: str, prefix: str, client: Any
+) -> tuple[list[S3Object], tuple[str, ...]]:
+    """What a manifest under `prefix` says the output is: its listed files that exist, and those that don't."""
+    manifest_key = prefix + "_manifest.json"
+    if not any(o.key == manifest_key for o in objects):
+        return objects, ()
+    listed = manifest_files(read_json(f"s3://{bucket}/{manifest_key}", client=client))
+    if listed is None:
+        return objects, ()
+    wanted = {prefix + name for name in listed} | {manifest_key}
+    kept = [o for o in objects if o.key in wanted]
+    return kept, tuple(sorted(wanted - {o.key for o in kept}))
 
 
 def _hidden(relative: str) -> bool:
@@ -164,4 +202,7 @@ def s3_output_fingerprint(uri: str, params: Mapping[str, Any] | None = None) -> 
     listing = s3_listing(uri)
     if not listing.exists:
         return None
-    return {"objects": len(listing.objects), "bytes": listing.bytes, "listing": listing.fingerprint}
+    found: dict[str, Any] = {"objects": len(listing.objects), "bytes": listing.bytes, "listing": listing.fingerprint}
+    if listing.absent:
+        found["absent"] = list(listing.absent)
+    return found

@@ -387,6 +387,12 @@ def register_table(
         from flywheel.aws import catalog as glue
 
         return glue.register_table(params, table, str(storage_root), partition_col=partition_col)
+    if str(storage_root).startswith("s3://"):
+        raise job_error(
+            JobErrorType.UNSUPPORTED,
+            f"{storage_root} is on S3 but the catalog is the local file {params.get('catalog')}, which cannot "
+            "point at S3: set `catalog: glue` in the environment's settings for s3:// data roots",
+        )
     if not _IDENT.match(table) or table in BOOKKEEPING:
         raise job_error(
             JobErrorType.TABLE_PREFIX_CONFLICT,

@@ -13,7 +13,13 @@ Spark (`engine: spark`, or `flywheel run --engine spark`) is a real JVM SparkSes
 machine, or whatever cluster launched the process (`spark-submit`, AWS Glue 5.0 = Spark 3.5). Its
 Parquet is pinned to what DuckDB writes (microsecond UTC timestamps, not Spark's default INT96), so the
 two engines' outputs have the same column types; `docs/spark.md` tells the local-to-cluster story.
-Storage is local paths only for now: `s3://` roots are not supported by the jobs yet.
+
+Storage is a local directory tree or S3 (`storage.py`). Spark reads and writes `s3://` itself (Glue has
+the S3 connector). DuckDB here has no S3 extension, so against `s3://` roots it stages through local
+scratch: the objects a step reads are downloaded into a directory beside the session's scratch database
+(removed with the session), the step computes locally, and a partitioned output is uploaded with the S3
+commit protocol (`storage.S3Storage.commit`: data objects first, `_manifest.json` last, stale objects
+after). Either way a partitioned output on S3 is read back only through what its manifest lists.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from types import ModuleType
 from typing import Any, TypeAlias
 
 from flywheel.invocation import JobError
+from flywheel.pipelines.db_refresh import storage
 
 Session: TypeAlias = Any
 """A `pyspark.sql.SparkSession` or a SQLFrame `DuckDBSession`: both speak the PySpark API."""
@@ -82,8 +89,8 @@ def open_session(params: Mapping[str, Any]) -> Session:
     """A session sized by `memory_limit` and `threads`, with UTC as the session time zone.
 
     DuckDB is capped per process so that steps 1 and 2 can run side by side on a small machine. Its
-    database is a scratch file in `temp_directory` (default: the system temp dir), not memory, so a
-    `checkpoint` of ten million rows lives compressed on disk; the file goes with `close_session`
+    database is a scratch file in `temp_directory` (default: the system temp dir), not memory, so
+    what a job stores in it lives compressed on disk; the file goes with `close_session`
     (SQLFrame keeps one active session per process, so always close).
     """
     if engine_name(params) == "spark":
@@ -207,6 +214,7 @@ def close_session(session: Session) -> None:
     if _is_spark(session):
         return
     session.stop()
+    storage.remove_scratch(getattr(session, "_flywheel_s3_scratch", None))
     scratch = getattr(session, "_flywheel_scratch", None)
     if scratch is not None:
         for leftover in (scratch, scratch.with_name(scratch.name + ".wal")):
@@ -282,32 +290,50 @@ def bucket_of(value: str, n: int) -> int:
 
 
 def local_path(path: str | os.PathLike[str]) -> Path:
-    """Local storage only for now; object stores come with the Spark engine."""
+    """A local location as an absolute path (`s3://` ones go through `storage` and `_readable`)."""
     text = os.fspath(path)
     if "://" in text and not text.startswith("file://"):
-        raise job_error(JobErrorType.UNSUPPORTED, f"{text}: only local paths are supported for now")
+        raise job_error(JobErrorType.UNSUPPORTED, f"{text}: only local paths and s3:// locations are supported")
     return Path(text.removeprefix("file://")).absolute()
 
 
-def list_files(root: str | os.PathLike[str], suffixes: Sequence[str]) -> list[Path]:
+def _readable(session: Session, path: str | os.PathLike[str]) -> str:
+    """Where this session's engine reads `path` from: Spark reads `s3://` itself, DuckDB a local copy."""
+    text = os.fspath(path)
+    if not storage.is_remote(text):
+        return str(local_path(text))
+    if _is_spark(session):
+        return text
+    return str(storage.local_copy(_s3_scratch(session), text))
+
+
+def _s3_scratch(session: Session) -> Path:
+    """The session's directory for S3 objects staged locally; removed by `close_session`."""
+    found: Path | None = getattr(session, "_flywheel_s3_scratch", None)
+    if found is None:
+        database = getattr(session, "_flywheel_scratch", None)
+        found = storage.scratch_dir(database.parent if database is not None else None)
+        session._flywheel_s3_scratch = found
+    return found
+
+
+def list_files(root: str | os.PathLike[str], suffixes: Sequence[str]) -> list[str]:
     """Data files directly under `root` whose names end with one of `suffixes`, sorted; hidden skipped."""
-    base = local_path(root)
-    if not base.is_dir():
-        return []
-    return sorted(
-        p
-        for p in base.iterdir()
-        if p.is_file() and not p.name.startswith((".", "_")) and p.name.endswith(tuple(suffixes))
-    )
+    return storage.storage_for(root).list_files(os.fspath(root), suffixes)
 
 
 def csv_header(path: str | os.PathLike[str]) -> list[str]:
-    """The column names in a CSV file's header line (gzip or plain), without reading the file."""
-    file = local_path(path)
-    opener: Callable[..., Any] = gzip.open if file.name.endswith(".gz") else open
+    """The column names in a CSV file's header line (gzip or plain), without reading the file
+    (on S3: from the first bytes, by a ranged GET)."""
+    text = os.fspath(path)
+    file: str | Path = text if storage.is_remote(text) else local_path(text)
     try:
-        with opener(file, "rt", encoding="utf-8", newline="") as handle:
-            line = handle.readline()
+        if isinstance(file, str):
+            line = storage.S3Storage().read_csv_header(file)
+        else:
+            opener: Callable[..., Any] = gzip.open if file.name.endswith(".gz") else open
+            with opener(file, "rt", encoding="utf-8", newline="") as handle:
+                line = handle.readline()
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise job_error(
             JobErrorType.CORRUPT_FILE, f"{file}: cannot read the header line ({exc}); re-deliver the file"
@@ -317,12 +343,15 @@ def csv_header(path: str | os.PathLike[str]) -> list[str]:
 
 def parquet_columns(session: Session, path: str | os.PathLike[str]) -> list[str]:
     """Top-level column names from a Parquet file's footer: cheap, and fails on a truncated file."""
-    file = local_path(path)
+    file = path if storage.is_remote(path) else local_path(path)
     try:
+        readable = _readable(session, file)
         if _is_spark(session):
-            return list(session.read.parquet(str(file)).columns)
-        rows = session._conn.execute(f"DESCRIBE SELECT * FROM read_parquet('{_sql_text(str(file))}')")
+            return list(session.read.parquet(readable).columns)
+        rows = session._conn.execute(f"DESCRIBE SELECT * FROM read_parquet('{_sql_text(readable)}')")
         return [str(row[0]) for row in rows.fetchall()]
+    except JobError:
+        raise
     except Exception as exc:
         raise job_error(
             JobErrorType.CORRUPT_FILE,
@@ -350,7 +379,7 @@ def read_csv(session: Session, paths: Sequence[str | os.PathLike[str]], schema: 
     Columns are taken by position: check the header with `csv_header` first (DuckDB ignores the
     header's names when a schema is given). A value that does not parse as its type fails the read.
     """
-    files = [str(local_path(p)) for p in paths]
+    files = [_readable(session, p) for p in paths]
     if _is_spark(session):
         return session.read.schema(schema).option("header", True).option("mode", "FAILFAST").csv(files)
     columns = []
@@ -366,25 +395,11 @@ def read_csv(session: Session, paths: Sequence[str | os.PathLike[str]], schema: 
 
 def read_parquet(session: Session, paths: Sequence[str | os.PathLike[str]]) -> DataFrame:
     """Plain Parquet files, columns matched by name (not partitioned directories: see `read_partitions`)."""
-    files = [str(local_path(p)) for p in paths]
+    files = [_readable(session, p) for p in paths]
     if _is_spark(session):
         return session.read.parquet(*files)
     listing = ", ".join(f"'{_sql_text(f)}'" for f in files)
     return _duckdb_view(session, f"SELECT * FROM read_parquet([{listing}], union_by_name = true)")
-
-
-def checkpoint(df: DataFrame) -> DataFrame:
-    """Compute a frame once and continue from the result: the source is read once, and later plans
-    start from a short lineage (SQLFrame re-plans the whole lineage on every operation).
-
-    DuckDB stores it as a table in the session's scratch database; Spark as a local checkpoint.
-    """
-    session = df.session if hasattr(df, "session") else df.sparkSession
-    if _is_spark(session):
-        return df.localCheckpoint(eager=True)
-    name = f"_flywheel_table_{uuid.uuid4().hex[:12]}"
-    session._conn.execute(f"CREATE TABLE {name} AS {_duckdb_sql(df)}")
-    return session.table(name)
 
 
 def partition_dir(root: str | os.PathLike[str], partition_col: str, value: int) -> Path:
@@ -396,8 +411,21 @@ def read_partitions(
 ) -> DataFrame:
     """Only the listed hive partitions of a partitioned output, with the partition column as `int`.
 
-    This is how a part table reads only its registered partitions, whatever else is on disk.
+    This is how a part table reads only its registered partitions, whatever else is on disk. On S3 only
+    the files the output's manifest lists are read (see `storage`); DuckDB reads local copies of them.
     """
+    if storage.is_remote(root):
+        files = _committed_files(str(root), partition_col, values)
+        if _is_spark(session):
+            uris = [storage.join(str(root), f"{partition_col}={v}", f) for v, names in files.items() for f in names]
+            df = session.read.option("basePath", str(root)).parquet(*uris)
+            return df.withColumn(partition_col, functions(session).col(partition_col).cast("int"))
+        scratch, s3 = _s3_scratch(session), storage.S3Storage()
+        for value, names in files.items():
+            for name in names:
+                storage.local_copy(scratch, storage.join(str(root), f"{partition_col}={value}", name), client=s3)
+        bucket, key = storage.split_uri(str(root))
+        root = scratch / bucket / key
     dirs = [partition_dir(root, partition_col, v) for v in sorted(values)]
     if _is_spark(session):
         df = session.read.option("basePath", str(local_path(root))).parquet(*map(str, dirs))
@@ -411,6 +439,15 @@ def read_partitions(
     )
 
 
+def _committed_files(root: str, partition_col: str, values: Sequence[int]) -> dict[int, tuple[str, ...]]:
+    """The data files of the wanted partitions: those the manifest lists, or (no manifest) those listed."""
+    manifest = read_manifest(root)
+    if manifest is not None:
+        return {v: manifest.partitions[v].files for v in sorted(values) if v in manifest.partitions}
+    found = storage.storage_for(root).partitions(root, partition_col)
+    return {v: tuple(f.name for f in found[v]) for v in sorted(values) if v in found}
+
+
 def _duckdb_view(session: Session, sql: str) -> DataFrame:
     name = f"_flywheel_view_{uuid.uuid4().hex[:12]}"
     session._conn.execute(f"CREATE VIEW {name} AS {sql}")
@@ -422,9 +459,9 @@ def schema_of(df: DataFrame) -> tuple[tuple[str, str], ...]:
     return tuple((f.name, f.dataType.simpleString()) for f in df.schema.fields)
 
 
-def find_unreadable(reader: Callable[[list[str]], DataFrame], files: Sequence[Path]) -> list[tuple[Path, str]]:
+def find_unreadable(reader: Callable[[list[str]], DataFrame], files: Sequence[str]) -> list[tuple[str, str]]:
     """Which of `files` cannot be read on its own: called after a failed read, to name the culprit."""
-    bad: list[tuple[Path, str]] = []
+    bad: list[tuple[str, str]] = []
     for file in files:
         try:
             df = reader([str(file)])
@@ -444,6 +481,8 @@ class PartitionStats:
     rows: int
     files: tuple[str, ...]
     bytes: int
+    etags: tuple[str, ...] = ()
+    """S3 ETags of `files`, in the same order (none for local files)."""
 
 
 @dataclass(frozen=True)
@@ -461,7 +500,10 @@ class PartitionedOutput:
 
     def to_json(self) -> str:
         body = asdict(self)
-        body["partitions"] = {str(k): asdict(v) for k, v in sorted(self.partitions.items())}
+        body["partitions"] = {
+            str(k): {name: value for name, value in asdict(v).items() if name != "etags" or v.etags}
+            for k, v in sorted(self.partitions.items())
+        }
         body["rows"] = self.rows
         return json.dumps(body, indent=2, sort_keys=True)
 
@@ -469,7 +511,9 @@ class PartitionedOutput:
     def from_json(cls, text: str) -> PartitionedOutput:
         body = json.loads(text)
         parts = {
-            int(k): PartitionStats(rows=v["rows"], files=tuple(v["files"]), bytes=v["bytes"])
+            int(k): PartitionStats(
+                rows=v["rows"], files=tuple(v["files"]), bytes=v["bytes"], etags=tuple(v.get("etags") or ())
+            )
             for k, v in body["partitions"].items()
         }
         columns = tuple((str(name), str(kind)) for name, kind in body["columns"])
@@ -477,8 +521,9 @@ class PartitionedOutput:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> PartitionedOutput | None:
-    file = local_path(path) / MANIFEST
-    return PartitionedOutput.from_json(file.read_text()) if file.is_file() else None
+    """The committed output at `path` (local or `s3://`), or None when nothing was committed there."""
+    text = storage.storage_for(path).read_text(storage.join(path, MANIFEST))
+    return PartitionedOutput.from_json(text) if text is not None else None
 
 
 def write_partitioned(df: DataFrame, path: str | os.PathLike[str], partition_col: str) -> PartitionedOutput:
@@ -487,8 +532,11 @@ def write_partitioned(df: DataFrame, path: str | os.PathLike[str], partition_col
     Writes into a hidden staging directory beside `path`, reads row counts back from what was written,
     writes `_manifest.json` last, then swaps the staging directory into place. A reader never sees a
     half-written output: either the old directory or the new one. The partition column is stored only
-    in directory names (as Spark and Hive do), not inside the files.
+    in directory names (as Spark and Hive do), not inside the files. An `s3://` path is committed with
+    the protocol in `storage` instead (`_write_partitioned_s3`).
     """
+    if storage.is_remote(path):
+        return _write_partitioned_s3(df, os.fspath(path), partition_col)
     target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
@@ -535,7 +583,7 @@ SPARK_MAX_RECORDS_PER_FILE = 5_000_000
 """Spark writes each part from one task (see `_spark_write_partitioned`); this caps a file's size."""
 
 
-def _spark_write_partitioned(df: DataFrame, staging: Path, partition_col: str) -> None:
+def _spark_write_partitioned(df: DataFrame, staging: Path | str, partition_col: str) -> None:
     """`partitionBy` after a shuffle on the partition column, so each part is written by one task into
     one file (up to `SPARK_MAX_RECORDS_PER_FILE` rows), not one small file per task per part.
 
@@ -549,8 +597,9 @@ def _spark_write_partitioned(df: DataFrame, staging: Path, partition_col: str) -
         .partitionBy(partition_col)
         .parquet(str(staging))
     )
-    for checksum in staging.rglob(".*.crc"):
-        checksum.unlink(missing_ok=True)
+    if isinstance(staging, Path):  # the S3 connector writes no checksum files
+        for checksum in staging.rglob(".*.crc"):
+            checksum.unlink(missing_ok=True)
 
 
 def _duckdb_sql(df: DataFrame) -> str:
@@ -570,27 +619,73 @@ def _duckdb_copy(df: DataFrame, staging: Path, partition_col: str) -> None:
     )
 
 
-def _describe_written(session: Session, staging: Path, target: Path, partition_col: str) -> PartitionedOutput:
-    prefix = f"{partition_col}="
-    values: list[int] = []
-    for child in sorted(staging.iterdir()):
-        if child.is_dir() and child.name.startswith(prefix):
-            values.append(int(child.name[len(prefix) :]))
-    if not values:
+def _describe_written(
+    session: Session, staging: Path | str, target: Path | str, partition_col: str
+) -> PartitionedOutput:
+    found = storage.storage_for(staging).partitions(str(staging), partition_col)
+    if not found:
         return PartitionedOutput(path=str(target), partition_col=partition_col, columns=())
-    df = read_partitions(session, staging, partition_col, values)
+    df = read_partitions(session, staging, partition_col, list(found))
     columns = schema_of(df)
     counts = {int(row[0]): int(row[1]) for row in df.groupBy(partition_col).count().collect()}
-    parts: dict[int, PartitionStats] = {}
-    for value in values:
-        files = sorted(p for p in partition_dir(staging, partition_col, value).iterdir() if p.is_file())
-        data = [p for p in files if not p.name.startswith((".", "_"))]
-        parts[value] = PartitionStats(
-            rows=counts.get(value, 0),
-            files=tuple(p.name for p in data),
-            bytes=sum(p.stat().st_size for p in data),
+    parts = {
+        value: PartitionStats(
+            rows=counts.get(value, 0), files=tuple(f.name for f in files), bytes=sum(f.size for f in files)
         )
+        for value, files in found.items()
+    }
     return PartitionedOutput(path=str(target), partition_col=partition_col, columns=columns, partitions=parts)
+
+
+def _write_partitioned_s3(df: DataFrame, target: str, partition_col: str) -> PartitionedOutput:
+    """`write_partitioned` to S3: the engine writes a staging copy, `storage.S3Storage.commit` publishes it.
+
+    Spark writes the staging copy to a hidden sibling prefix (`.<name>.staging-<commit>/`) and the commit
+    copies it server-side; DuckDB writes it to local scratch and the commit uploads it. Files are
+    published as `<commit>-<name>` so that no file of the previous commit is overwritten.
+    """
+    session = df.session if hasattr(df, "session") else df.sparkSession
+    commit = uuid.uuid4().hex[:12]
+    s3 = storage.S3Storage()
+    parent, _, name = target.rstrip("/").rpartition("/")
+    spark = _is_spark(session)
+    staging: Path | str = f"{parent}/.{name}.staging-{commit}" if spark else _s3_scratch(session) / f"out-{commit}"
+    try:
+        if isinstance(staging, str):
+            _spark_write_partitioned(df, staging, partition_col)
+        else:
+            _duckdb_copy(df, staging, partition_col)
+        written = _describe_written(session, staging, target, partition_col)
+        sources: dict[str, Path | str] = {}
+        for value, stats in written.partitions.items():
+            for file in stats.files:
+                relative = f"{partition_col}={value}/{file}"
+                source = f"{staging}/{relative}" if isinstance(staging, str) else staging / relative
+                sources[f"{partition_col}={value}/{commit}-{file}"] = source
+
+        def manifest(stored: Mapping[str, storage.StoredFile]) -> str:
+            parts = {}
+            for value, stats in written.partitions.items():
+                keys = [f"{partition_col}={value}/{commit}-{file}" for file in stats.files]
+                parts[value] = PartitionStats(
+                    rows=stats.rows,
+                    files=tuple(stored[k].name for k in keys),
+                    bytes=sum(stored[k].size for k in keys),
+                    etags=tuple(stored[k].etag or "" for k in keys),
+                )
+            committed = PartitionedOutput(target, partition_col, written.columns, parts)
+            outputs.append(committed)
+            return committed.to_json()
+
+        outputs: list[PartitionedOutput] = []
+        s3.commit(target, sources, manifest)
+        return outputs[-1]
+    finally:
+        if isinstance(staging, str):
+            with contextlib.suppress(JobError):
+                s3.delete_prefix(staging)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:
@@ -614,5 +709,6 @@ def _sql_ident(name: str) -> str:
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The headline of an engine error, naming S3 objects by their `s3://` location, not a local copy."""
+    text = storage.as_stored(str(exc).strip())
     return text.splitlines()[0] if text else type(exc).__name__

@@ -14,12 +14,12 @@ The source-checking and dedupe helpers here are shared with step 2 (infobase spl
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from flywheel.invocation import JobError, JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh import engine, storage
 from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error
 
 SOURCE = "addressable_ids"
@@ -41,14 +41,14 @@ ID_PATTERN = "^[0-9a-f]{64}$"
 def run(invocation: StepInvocation) -> JobResult:
     params = invocation.params
     n_parts = parts_param(params)
-    source = engine.local_path(str(params["raw_root"])) / SOURCE
-    target = engine.local_path(str(params["split_root"])) / SOURCE
+    source = storage.join(str(params["raw_root"]), SOURCE)
+    target = storage.join(str(params["split_root"]), SOURCE)
     files = source_files(source, (".csv.gz", ".csv"), "gzip CSV")
     for file in files:
         check_columns(file, engine.csv_header(file), COLUMNS)
     ddl = ", ".join(f"{name} {kind}" for name, kind in SCHEMA)
     with engine.session_scope(params) as session:
-        reader = lambda paths: engine.read_csv(session, paths, ddl)  # noqa: E731
+        reader = functools.partial(engine.read_csv, session, schema=ddl)
         with naming_unreadable_files(files, reader, source):
             clean = normalise(session, reader(files))
             valid, read, rejected = count_source(session, clean, source)
@@ -94,11 +94,11 @@ def parts_param(params: Mapping[str, Any]) -> int:
     return n_parts
 
 
-def source_files(source: Path, suffixes: Sequence[str], kind: str) -> list[Path]:
+def source_files(source: str, suffixes: Sequence[str], kind: str) -> list[str]:
     """The delivered files, or `missing-source` naming where they were expected."""
     files = engine.list_files(source, suffixes)
     if not files:
-        state = "is empty" if source.is_dir() else "does not exist"
+        state = "is empty" if storage.storage_for(source).is_dir(source) else "does not exist"
         raise job_error(
             JobErrorType.MISSING_SOURCE,
             f"no {kind} files ({', '.join('*' + s for s in suffixes)}) in {source}: the directory {state}. "
@@ -107,7 +107,7 @@ def source_files(source: Path, suffixes: Sequence[str], kind: str) -> list[Path]
     return files
 
 
-def check_columns(file: Path, found: Sequence[str], expected: Sequence[str], *, ordered: bool = True) -> None:
+def check_columns(file: str, found: Sequence[str], expected: Sequence[str], *, ordered: bool = True) -> None:
     """`schema-mismatch` unless a file has exactly the expected columns (in order, for CSV)."""
     if list(found) == list(expected) or (not ordered and sorted(found) == sorted(expected)):
         return
@@ -126,7 +126,7 @@ def check_columns(file: Path, found: Sequence[str], expected: Sequence[str], *, 
 
 @contextlib.contextmanager
 def naming_unreadable_files(
-    files: Sequence[Path], reader: Callable[[list[str]], engine.DataFrame], source: Path
+    files: Sequence[str], reader: Callable[[list[str]], engine.DataFrame], source: str
 ) -> Iterator[None]:
     """Turns the engine's read error into `corrupt-file` naming the files that break it.
 
@@ -142,7 +142,7 @@ def naming_unreadable_files(
         bad = engine.find_unreadable(reader, files)
         if not bad:
             raise
-        listing = "; ".join(f"{path.name}: {reason}" for path, reason in bad)
+        listing = "; ".join(f"{storage.name_of(path)}: {reason}" for path, reason in bad)
         raise job_error(
             JobErrorType.CORRUPT_FILE,
             f"{len(bad)} of {len(files)} files in {source} cannot be read ({listing}). "
@@ -150,7 +150,7 @@ def naming_unreadable_files(
         ) from exc
 
 
-def count_source(session: engine.Session, clean: engine.DataFrame, source: Path) -> tuple[engine.DataFrame, int, int]:
+def count_source(session: engine.Session, clean: engine.DataFrame, source: str) -> tuple[engine.DataFrame, int, int]:
     """(rows with a valid id, rows read, rows rejected); `empty-source` when no row is usable."""
     F = engine.functions(session)
     row = clean.agg(
@@ -180,7 +180,7 @@ def latest_per_id(
     return ranked.where(F.col("_rank") == F.lit(1)).drop("_rank")
 
 
-def split_result(target: Path, output: engine.PartitionedOutput, *, files: int, read: int, rejected: int) -> JobResult:
+def split_result(target: str, output: engine.PartitionedOutput, *, files: int, read: int, rejected: int) -> JobResult:
     written = output.rows
     summary = {
         "uri": str(target),

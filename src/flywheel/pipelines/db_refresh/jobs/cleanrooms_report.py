@@ -22,8 +22,10 @@ with different dimension sets (say age × income and age × income × state) let
 from the other. Keep one dimension set per audience, or apply k to the coarser report's differences.
 
 Files under `{reports_root}/cleanrooms/`: `segments.csv`, `segments.json`, `report.html`, replaced as a
-whole directory (a reader never mixes files from two runs). Invalid configuration (an unknown or list
-dimension, k < 1) fails with JobError(ReportConfigError) before any data is read.
+whole directory (a reader never mixes files from two runs). On S3, which cannot swap a prefix, each is
+one PUT, `segments.json` last: a reader that starts while they are written may see a newer CSV or page
+beside the previous JSON for that moment (`generated_at` in both tells them apart). Invalid
+configuration (an unknown or list dimension, k < 1) fails with JobError(ReportConfigError) before any data is read.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.invocation import JobError, JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh import engine, storage
 from flywheel.pipelines.db_refresh import report_html as h
 from flywheel.pipelines.db_refresh.jobs.create_er_table import ER_TABLE, PARTITION_COLUMN, read_er_table
 
@@ -243,6 +245,16 @@ def replace_dir(target: Path, files: Mapping[str, str]) -> None:
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def publish(target: str, files: Mapping[str, str]) -> None:
+    """`replace_dir` for a local directory; on S3 one PUT per file, in the order given."""
+    if not storage.is_remote(target):
+        replace_dir(Path(target), files)
+        return
+    s3 = storage.S3Storage()
+    for name, text in files.items():
+        s3.write_text(storage.join(target, name), text)
+
+
 # ---------------------------------------------------------------------------------------------
 # the job
 
@@ -250,7 +262,7 @@ def replace_dir(target: Path, files: Mapping[str, str]) -> None:
 def run(invocation: StepInvocation) -> JobResult:
     params = invocation.params
     config = parse_config(params)
-    target = engine.local_path(str(params["reports_root"])) / "cleanrooms"
+    target = storage.join(str(params["reports_root"]), "cleanrooms")
     with engine.session_scope(params) as session:
         df = read_er_table(session, str(params["er_root"]))
         check_dimensions(config, engine.schema_of(df))
@@ -261,17 +273,17 @@ def run(invocation: StepInvocation) -> JobResult:
         "run_id": invocation.run_id,
         "env": invocation.env,
     }
-    replace_dir(
+    publish(
         target,
         {
             "segments.csv": render_csv(segments, config),
-            "segments.json": render_json(segments, config, meta),
             "report.html": render_html(segments, config, meta),
+            "segments.json": render_json(segments, config, meta),
         },
     )
     log.info("published %d segments (%d suppressed below k=%d)", len(segments), suppressed, config.min_k)
     return JobResult(
-        outputs=({"path": str(target), "files": ["segments.csv", "segments.json", "report.html"]},),
+        outputs=({"path": target, "files": ["segments.csv", "segments.json", "report.html"]},),
         metrics={
             "segments": total_segments,
             "published_segments": len(segments),

@@ -45,8 +45,7 @@ from typing import Any
 import yaml
 
 from flywheel.invocation import JobError, JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import catalog, engine
-from flywheel.pipelines.db_refresh.report_html import write_text_atomic
+from flywheel.pipelines.db_refresh import catalog, engine, storage
 
 log = logging.getLogger(__name__)
 
@@ -169,26 +168,30 @@ def _schema_error(problems: Sequence[str], source: str) -> JobError:
     )
 
 
-def find_config(config_root: str | Path | None) -> Path | None:
-    """The override file in `config_root`, if any. Two of them is ambiguous and refused."""
+def find_config(config_root: str | Path | None) -> str | None:
+    """The override file in `config_root` (a directory or an `s3://` prefix), if any. Two of them is
+    ambiguous and refused."""
     if not config_root:
         return None
-    root = Path(config_root)
-    found = [root / name for name in CONFIG_NAMES if (root / name).is_file()]
+    root = str(config_root)
+    present = set(storage.storage_for(root).list_files(root, CONFIG_NAMES))
+    found = [storage.join(root, name) for name in CONFIG_NAMES if storage.join(root, name) in present]
     if len(found) > 1:
         raise JobError(
-            f"more than one ER schema mapping file in {root}: {', '.join(p.name for p in found)}; "
+            f"more than one ER schema mapping file in {root}: {', '.join(storage.name_of(p) for p in found)}; "
             "fix: keep exactly one of them",
             error_type=SCHEMA_MAPPING_ERROR,
         )
     return found[0] if found else None
 
 
-def read_config(path: Path) -> Mapping[str, Any]:
+def read_config(path: str | Path) -> Mapping[str, Any]:
     """Parse an override file; YAML is a superset of JSON, but a .json file must be real JSON."""
-    text = path.read_text(encoding="utf-8")
+    text = storage.storage_for(path).read_text(str(path))
+    if text is None:
+        raise JobError(f"{path} is gone; fix: put it back and resume the run", error_type=SCHEMA_MAPPING_ERROR)
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise JobError(
             f"{path} cannot be parsed: {' '.join(str(exc).split())}. Fix: correct its syntax and resume the run",
@@ -347,7 +350,7 @@ def read_er_table(session: Any, er_root: str | Path) -> Any:
 
     For the report steps, which run after this one and must not read a half-written table.
     """
-    path = engine.local_path(er_root) / ER_TABLE
+    path = storage.join(er_root, ER_TABLE)
     manifest = engine.read_manifest(path)
     if manifest is None or not manifest.partitions:
         raise JobError(
@@ -488,7 +491,7 @@ def _flat(F: Any, column: str, dtype: str) -> Any:
 
 def run(invocation: StepInvocation) -> JobResult:
     params = invocation.params
-    er_root = engine.local_path(str(params["er_root"]))
+    er_root = str(params["er_root"])
     prefix = str(params.get("table_prefix") or "")
     config_file = find_config(params.get("config_root"))
     config = read_config(config_file) if config_file else {}
@@ -499,22 +502,23 @@ def run(invocation: StepInvocation) -> JobResult:
         columns = er_columns(list(infobase.columns))
         mapping = resolve_schema_mapping(columns, config, source=str(config_file or "defaults"))
         table = build_er_table(addressable, infobase)
-        output = engine.write_partitioned(table, er_root / ER_TABLE, PARTITION_COLUMN)
+        output = engine.write_partitioned(table, storage.join(er_root, ER_TABLE), PARTITION_COLUMN)
     if output.rows == 0:
         raise JobError(
             f"the ER table {output.path} is empty: no addressable record has both an id and a match key "
             "(hashed_email, hashed_phone, maid, ip or zip). Check the split output of step 1, then resume",
             error_type=str(engine.JobErrorType.EMPTY_SOURCE),
         )
-    write_text_atomic(er_root / "schema_mapping.json", json.dumps(mapping.to_aws(), indent=2) + "\n")
-    registered = _register(params, er_root / ER_TABLE)
+    mapping_file = storage.join(er_root, "schema_mapping.json")
+    storage.storage_for(mapping_file).write_text(mapping_file, json.dumps(mapping.to_aws(), indent=2) + "\n")
+    registered = _register(params, storage.join(er_root, ER_TABLE))
     log.info(
         "ER table: %d records in %d parts; schema mapping from %s", output.rows, len(output.partitions), mapping.source
     )
     return JobResult(
         outputs=(
             {"path": output.path, "rows": output.rows, "partitions": len(output.partitions)},
-            {"path": str(er_root / "schema_mapping.json"), "source": mapping.source},
+            {"path": mapping_file, "source": mapping.source},
         ),
         metrics={
             "er_rows": output.rows,
@@ -526,7 +530,7 @@ def run(invocation: StepInvocation) -> JobResult:
     )
 
 
-def _register(params: Mapping[str, Any], path: Path) -> str | None:
+def _register(params: Mapping[str, Any], path: str) -> str | None:
     """Register the ER table in the environment's catalog (the local file, or Glue with `catalog: glue`),
     so it can be queried beside the part tables and Entity Resolution can name it as its input. The
     engine does not matter: either engine's output registers the same way. Nothing happens when no

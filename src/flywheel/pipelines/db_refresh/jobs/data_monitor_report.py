@@ -19,7 +19,8 @@ broken and the part-wise joins of step 5 are wrong), a null id, a duplicate ER `
 number outside `0..n_parts-1` always fail.
 
 Files under `{reports_root}/data_monitor/`: `metrics.json` (this run), `report.html` (self-contained,
-inline SVG charts) and `history/<UTC stamp>-run<run_id>-a<attempt>.json`; each is replaced atomically.
+inline SVG charts) and `history/<UTC stamp>-run<run_id>-a<attempt>.json`; each is replaced atomically
+(on S3 each is one PUT).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.invocation import JobError, JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import catalog, engine
+from flywheel.pipelines.db_refresh import catalog, engine, storage
 from flywheel.pipelines.db_refresh import report_html as h
 from flywheel.pipelines.db_refresh.jobs.create_er_table import (
     PARTITION_COLUMN,
@@ -491,7 +492,7 @@ def _session_of(df: Any) -> Any:
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    path: Path
+    path: str
     document: Mapping[str, Any]
 
     @property
@@ -513,15 +514,14 @@ def history_name(generated_at: datetime, run_id: int, attempt: int) -> str:
     return f"{generated_at.strftime('%Y%m%dT%H%M%S%fZ')}-run{run_id}-a{attempt}.json"
 
 
-def read_history(directory: Path) -> list[HistoryEntry]:
+def read_history(directory: str | Path) -> list[HistoryEntry]:
     """Entries oldest first. An unreadable entry is skipped with a warning, never fatal: losing one
     baseline must not block a refresh."""
     entries: list[HistoryEntry] = []
-    if not directory.is_dir():
-        return entries
-    for path in sorted(directory.glob("*.json")):
+    store = storage.storage_for(directory)
+    for path in store.list_files(str(directory), (".json",)):
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
+            document = json.loads(store.read_text(path) or "")
             if document.get("schema_version") != SCHEMA_VERSION:
                 raise ValueError(f"schema_version {document.get('schema_version')!r}")
             Snapshot.from_json(document["metrics"])
@@ -540,9 +540,9 @@ def pick_baseline(entries: Sequence[HistoryEntry], run_id: int) -> HistoryEntry 
     return None
 
 
-def prune_history(directory: Path, keep: int) -> None:
-    for path in sorted(directory.glob("*.json"))[:-keep]:
-        path.unlink(missing_ok=True)
+def prune_history(directory: str | Path, keep: int) -> None:
+    store = storage.storage_for(directory)
+    store.delete(store.list_files(str(directory), (".json",))[:-keep])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,7 +706,7 @@ def build_document(
         "n_parts": settings.n_parts,
         "baseline": (
             {
-                "file": baseline.path.name,
+                "file": storage.name_of(baseline.path),
                 "run_id": baseline.run_id,
                 "generated_at": baseline.document.get("generated_at"),
                 "metrics": baseline.document["metrics"],
@@ -742,8 +742,9 @@ def run(invocation: StepInvocation) -> JobResult:
     keep = params.get("monitor_history_keep", DEFAULT_HISTORY_KEEP)
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise _config_error(f"monitor_history_keep must be an integer >= 1, not {keep!r}")
-    root = engine.local_path(str(params["reports_root"])) / "data_monitor"
-    history_dir = root / "history"
+    root = storage.join(str(params["reports_root"]), "data_monitor")
+    history_dir = storage.join(root, "history")
+    store = storage.storage_for(root)
 
     snapshot = measure(invocation)
     entries = read_history(history_dir)
@@ -753,10 +754,10 @@ def run(invocation: StepInvocation) -> JobResult:
 
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     entry_name = history_name(generated_at, invocation.run_id, invocation.attempt)
-    h.write_text_atomic(history_dir / entry_name, text)
-    h.write_text_atomic(root / "metrics.json", text)
+    store.write_text(storage.join(history_dir, entry_name), text)
+    store.write_text(storage.join(root, "metrics.json"), text)
     shown = [e.document for e in entries[-(HISTORY_IN_CHART - 1) :]] + [document]
-    h.write_text_atomic(root / "report.html", render_html(document, shown, settings.n_parts))
+    store.write_text(storage.join(root, "report.html"), render_html(document, shown, settings.n_parts))
     prune_history(history_dir, keep)
 
     checks = document["checks"]
@@ -768,13 +769,13 @@ def run(invocation: StepInvocation) -> JobResult:
         listed = "; ".join(f"{c['table']} {c['metric']}: {c['reason']}" for c in failed[:10])
         more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
         raise JobError(
-            f"{len(failed)} data quality check(s) failed: {listed}{more}. See {root / 'report.html'}; "
+            f"{len(failed)} data quality check(s) failed: {listed}{more}. See {storage.join(root, 'report.html')}; "
             "fix the source data and re-run from step 1, or, if the change is expected, raise the "
             "threshold in monitor_thresholds (or set monitor_fail_on_breach: false) and resume",
             error_type=DATA_QUALITY_ERROR,
         )
     return JobResult(
-        outputs=({"path": str(root), "files": ["metrics.json", "report.html", f"history/{entry_name}"]},),
+        outputs=({"path": root, "files": ["metrics.json", "report.html", f"history/{entry_name}"]},),
         metrics={
             "status": document["status"],
             "checks": len(checks),

@@ -12,10 +12,11 @@ column order with nulls last (interests compared as their `|`-joined text).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flywheel.invocation import JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh import engine, storage
 from flywheel.pipelines.db_refresh.jobs.addressable_split import (
     ID_PATTERN,
     PARTITION_COL,
@@ -58,13 +59,13 @@ _LOWER = ("id", "language")
 def run(invocation: StepInvocation) -> JobResult:
     params = invocation.params
     n_parts = parts_param(params)
-    source = engine.local_path(str(params["raw_root"])) / SOURCE
-    target = engine.local_path(str(params["split_root"])) / SOURCE
+    source = storage.join(str(params["raw_root"]), SOURCE)
+    target = storage.join(str(params["split_root"]), SOURCE)
     files = source_files(source, (".parquet",), "Parquet")
     with engine.session_scope(params) as session:
         for file in files:
             check_columns(file, engine.parquet_columns(session, file), COLUMNS, ordered=False)
-        reader = lambda paths: engine.read_parquet(session, paths)  # noqa: E731
+        reader = functools.partial(engine.read_parquet, session)
         with naming_unreadable_files(files, reader, source):
             clean = normalise(session, reader(files))
             valid, read, rejected = count_source(session, clean, source)

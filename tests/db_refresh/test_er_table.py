@@ -223,6 +223,19 @@ def test_each_unique_record_appears_once_with_normalised_keys_and_its_ids_attrib
     assert len(expected) == 4
 
 
+def test_tables_with_one_row_per_id_as_steps_1_and_2_write_them_give_the_same_records(tmp_path: Path) -> None:
+    """The step ranks rows only when a part table repeats an id; without repeats nothing is dropped."""
+    one_per_id = list({row[0]: row for row in ADDRESSABLE}.values())
+    profiles = list({row[0]: row for row in INFOBASE}.values())
+    lake = make_lake(tmp_path, one_per_id, profiles)
+
+    create_er_table.run(lake.invocation())
+
+    rows = lake.er_rows()
+    assert {r["record_id"]: r for r in rows} == expected_er_rows(one_per_id, profiles)
+    assert len(rows) == 3, "one record for each id that has an id and a match key"
+
+
 def test_the_join_stays_within_the_part_of_the_id(built: Lake) -> None:
     for row in built.er_rows():
         assert row["id_part"] == engine.bucket_of(row["id"], N_PARTS)

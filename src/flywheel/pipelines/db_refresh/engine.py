@@ -526,8 +526,15 @@ def read_manifest(path: str | os.PathLike[str]) -> PartitionedOutput | None:
     return PartitionedOutput.from_json(text) if text is not None else None
 
 
-def write_partitioned(df: DataFrame, path: str | os.PathLike[str], partition_col: str) -> PartitionedOutput:
+def write_partitioned(
+    df: DataFrame, path: str | os.PathLike[str], partition_col: str, *, parts: Sequence[int] | None = None
+) -> PartitionedOutput:
     """Replace `path` with hive-style `partition_col=<int>/` Parquet directories, all or nothing.
+
+    `parts`, when the caller knows every value the partition column takes (the ER table's parts are the
+    registered parts of its inputs), makes DuckDB compute and write one part at a time: a join of two
+    ten-million-row tables then never holds more than a part in memory (written whole, it spilled
+    11 GB at 10M rows and took twice as long). Rows of a value not listed are not written.
 
     Writes into a hidden staging directory beside `path`, reads row counts back from what was written,
     writes `_manifest.json` last, then swaps the staging directory into place. A reader never sees a
@@ -536,7 +543,7 @@ def write_partitioned(df: DataFrame, path: str | os.PathLike[str], partition_col
     the protocol in `storage` instead (`_write_partitioned_s3`).
     """
     if storage.is_remote(path):
-        return _write_partitioned_s3(df, os.fspath(path), partition_col)
+        return _write_partitioned_s3(df, os.fspath(path), partition_col, parts)
     target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
@@ -545,7 +552,7 @@ def write_partitioned(df: DataFrame, path: str | os.PathLike[str], partition_col
         if _is_spark(session):
             _spark_write_partitioned(df, staging, partition_col)
         else:
-            _duckdb_copy(df, staging, partition_col)
+            _duckdb_copy(df, staging, partition_col, parts)
         staging.mkdir(parents=True, exist_ok=True)  # an empty frame writes nothing
         output = _describe_written(session, staging, target, partition_col)
         (staging / MANIFEST).write_text(output.to_json())
@@ -611,12 +618,26 @@ def _duckdb_sql(df: DataFrame) -> str:
     return str(session._to_sql(last))
 
 
-def _duckdb_copy(df: DataFrame, staging: Path, partition_col: str) -> None:
+def _duckdb_copy(df: DataFrame, staging: Path, partition_col: str, parts: Sequence[int] | None = None) -> None:
     sql = _duckdb_sql(df)
-    df.session._conn.execute(
-        f"COPY ({sql}) TO '{_sql_text(str(staging))}' "
-        f"(FORMAT parquet, PARTITION_BY ({_sql_ident(partition_col)}), FILENAME_PATTERN 'part-{{i}}')"
-    )
+    conn = df.session._conn
+    column = _sql_ident(partition_col)
+    if parts is None:
+        conn.execute(
+            f"COPY ({sql}) TO '{_sql_text(str(staging))}' "
+            f"(FORMAT parquet, PARTITION_BY ({column}), FILENAME_PATTERN 'part-{{i}}')"
+        )
+        return
+    for value in sorted(set(parts)):
+        # the filter reaches the scans (hive partition pruning), so only this part is read
+        folder = staging / f"{partition_col}={int(value)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        written = conn.execute(
+            f"COPY (SELECT * EXCLUDE ({column}) FROM ({sql}) WHERE {column} = {int(value)}) "
+            f"TO '{_sql_text(str(folder / 'part-0.parquet'))}' (FORMAT parquet)"
+        ).fetchone()
+        if not written or not written[0]:
+            shutil.rmtree(folder)  # as a partitioned COPY does: no folder for a part without rows
 
 
 def _describe_written(
@@ -637,7 +658,9 @@ def _describe_written(
     return PartitionedOutput(path=str(target), partition_col=partition_col, columns=columns, partitions=parts)
 
 
-def _write_partitioned_s3(df: DataFrame, target: str, partition_col: str) -> PartitionedOutput:
+def _write_partitioned_s3(
+    df: DataFrame, target: str, partition_col: str, parts: Sequence[int] | None
+) -> PartitionedOutput:
     """`write_partitioned` to S3: the engine writes a staging copy, `storage.S3Storage.commit` publishes it.
 
     Spark writes the staging copy to a hidden sibling prefix (`.<name>.staging-<commit>/`) and the commit
@@ -654,7 +677,7 @@ def _write_partitioned_s3(df: DataFrame, target: str, partition_col: str) -> Par
         if isinstance(staging, str):
             _spark_write_partitioned(df, staging, partition_col)
         else:
-            _duckdb_copy(df, staging, partition_col)
+            _duckdb_copy(df, staging, partition_col, parts)
         written = _describe_written(session, staging, target, partition_col)
         sources: dict[str, Path | str] = {}
         for value, stats in written.partitions.items():

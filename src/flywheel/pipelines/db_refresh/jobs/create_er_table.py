@@ -514,7 +514,9 @@ def run(invocation: StepInvocation) -> JobResult:
         columns = er_columns(list(infobase.columns))
         mapping = resolve_schema_mapping(columns, config, source=str(config_file or "defaults"))
         table = build_er_table(addressable, infobase)
-        output = engine.write_partitioned(table, storage.join(er_root, ER_TABLE), PARTITION_COLUMN)
+        # Every record's part is one of the addressable table's registered parts: written part by part.
+        parts = catalog.get_table(params, f"{prefix}addressable_ids").partition_values
+        output = engine.write_partitioned(table, storage.join(er_root, ER_TABLE), PARTITION_COLUMN, parts=parts)
     if output.rows == 0:
         raise JobError(
             f"the ER table {output.path} is empty: no addressable record has both an id and a match key "

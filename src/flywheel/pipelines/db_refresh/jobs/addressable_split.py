@@ -36,6 +36,8 @@ SCHEMA: tuple[tuple[str, str], ...] = (
 )
 COLUMNS = tuple(name for name, _ in SCHEMA)
 ID_PATTERN = "^[0-9a-f]{64}$"
+REJECTED_PART = -1
+"""Where a row without a valid id waits to be counted; it is never written."""
 
 
 def run(invocation: StepInvocation) -> JobResult:
@@ -50,12 +52,10 @@ def run(invocation: StepInvocation) -> JobResult:
     with engine.session_scope(params) as session:
         reader = functools.partial(engine.read_csv, session, schema=ddl)
         with naming_unreadable_files(files, reader, source):
-            clean = normalise(session, reader(files))
-            valid, read, rejected = count_source(session, clean, source)
+            staged = stage_in_parts(session, normalise(session, reader(files)), n_parts)
+            valid, read, rejected = count_source(session, staged, source)
             kept = latest_per_id(session, valid, "last_seen", COLUMNS[1:-1])
-            output = engine.write_partitioned(
-                kept.withColumn(PARTITION_COL, engine.bucket(session, "id", n_parts)), target, PARTITION_COL
-            )
+            output = engine.write_partitioned(kept, target, PARTITION_COL, parts=range(n_parts))
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 
 
@@ -150,6 +150,17 @@ def naming_unreadable_files(
         ) from exc
 
 
+def stage_in_parts(session: engine.Session, clean: engine.DataFrame, n_parts: int) -> engine.DataFrame:
+    """The normalised source read once, with each row's part (-1 for a row without a valid id).
+
+    The part is assigned before deduplicating: one id always lands in one part, so each part can then
+    be deduplicated and written on its own (see `engine.stage_by_part`).
+    """
+    F = engine.functions(session)
+    part = F.when(F.col("_valid"), engine.bucket(session, "id", n_parts)).otherwise(F.lit(REJECTED_PART))
+    return engine.stage_by_part(clean.withColumn(PARTITION_COL, part), PARTITION_COL)
+
+
 def count_source(session: engine.Session, clean: engine.DataFrame, source: str) -> tuple[engine.DataFrame, int, int]:
     """(rows with a valid id, rows read, rows rejected); `empty-source` when no row is usable."""
     F = engine.functions(session)
@@ -176,7 +187,8 @@ def latest_per_id(
     F, Window = engine.functions(session), engine.window(session)
     keys = [F.col(c) if isinstance(c, str) else c for c in tiebreak]
     order = [F.col(recency).desc_nulls_last(), *(k.asc_nulls_last() for k in keys)]
-    ranked = df.withColumn("_rank", F.row_number().over(Window.partitionBy("id").orderBy(*order)))
+    # The part goes with the id (it is the id's bucket); naming it lets a part be ranked on its own.
+    ranked = df.withColumn("_rank", F.row_number().over(Window.partitionBy(PARTITION_COL, "id").orderBy(*order)))
     return ranked.where(F.col("_rank") == F.lit(1)).drop("_rank")
 
 

@@ -27,6 +27,7 @@ from flywheel.pipelines.db_refresh.jobs.addressable_split import (
     parts_param,
     source_files,
     split_result,
+    stage_in_parts,
 )
 
 SOURCE = "infobase_attributes"
@@ -67,15 +68,13 @@ def run(invocation: StepInvocation) -> JobResult:
             check_columns(file, engine.parquet_columns(session, file), COLUMNS, ordered=False)
         reader = functools.partial(engine.read_parquet, session)
         with naming_unreadable_files(files, reader, source):
-            clean = normalise(session, reader(files))
-            valid, read, rejected = count_source(session, clean, source)
+            staged = stage_in_parts(session, normalise(session, reader(files)), n_parts)
+            valid, read, rejected = count_source(session, staged, source)
             F = engine.functions(session)
             tiebreak: list[Any] = [c for c in COLUMNS[2:] if c != "interests"]
             tiebreak += [F.col("interests").isNull(), F.array_join(F.col("interests"), "|")]
             kept = latest_per_id(session, valid, "updated_at", tiebreak)
-            output = engine.write_partitioned(
-                kept.withColumn(PARTITION_COL, engine.bucket(session, "id", n_parts)), target, PARTITION_COL
-            )
+            output = engine.write_partitioned(kept, target, PARTITION_COL, parts=range(n_parts))
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 
 

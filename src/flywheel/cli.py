@@ -6,6 +6,7 @@ error · 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -167,7 +168,7 @@ def _start(
     max_parallel: int | None,
 ) -> None:
     from flywheel import api
-    from flywheel.render import ProgressPrinter, print_plan, print_status
+    from flywheel.render import print_plan, print_status, progress
 
     _check_sets(session, overrides)
     _guard_environment(session, request, yes=yes, dry_run=dry_run)
@@ -184,7 +185,8 @@ def _start(
             print_plan(console, planned, dry_run=False)
             console.print(f"run {run_id} started", style="bold")
 
-    observers: list[Any] = [] if as_json else [ProgressPrinter(console, session.spec)]
+    shown = None if as_json else progress(console, session.spec)
+    observers: list[Any] = [] if shown is None else [shown]
     observers += _notifiers(session, as_json=as_json)
     from flywheel.recovery_cli import confirm_warnings
 
@@ -195,7 +197,8 @@ def _start(
         on_planned=announce,
         confirm=confirm_warnings(yes=yes),
     )
-    result = api.execute(session, request, options)
+    with shown or contextlib.nullcontext():
+        result = api.execute(session, request, options)
     view = api.RunView(session=session, state=result.state)
     if as_json:
         console.print_json(json.dumps(_state_json(view)))

@@ -228,12 +228,9 @@ def code_version(root: Path) -> str:
 
 
 def flywheel_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from flywheel import __version__
 
-    try:
-        return version("omc-flywheel")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return __version__
 
 
 @dataclass(frozen=True)

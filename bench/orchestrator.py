@@ -7,7 +7,8 @@ Workloads (the same as the peers' figures in docs/benchmarks.md):
 plus the planner and journal on their own (library API) and planning a resume over 10,000 runs.
 
 Whole-process figures are the median of N fresh processes after a warm-up, wall time and peak RSS
-from the kernel's accounting (os.wait4). Run: `make bench` (or `uv run python bench/orchestrator.py`).
+from the kernel's accounting (os.wait4), with the load average before and after (the machine is
+shared). Run: `make bench` (or `uv run python bench/orchestrator.py`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def measure(
     expect: int = 0,
 ) -> dict[str, Any]:
     walls, mems = [], []
+    load_before = load_average()
     for i in range(runs + 1):  # the first is a warm-up
         home = Path(tempfile.mkdtemp(prefix="fw-bench-home-"))
         env = {**os.environ, "FLYWHEEL_HOME": str(home), "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
@@ -112,9 +114,17 @@ def measure(
         "wall_max_s": round(max(walls), 3),
         "peak_mib": round(statistics.median(mems), 1),
         "runs": runs,
+        "load_before": load_before,  # other work on this shared machine slows every figure
+        "load_after": load_average(),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     print(json.dumps(row), flush=True)
     return row
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as `uptime` prints them."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def flywheel_argv(*args: str) -> list[str]:

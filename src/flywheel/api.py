@@ -25,7 +25,7 @@ from flywheel.journal import Journal, open_journal
 from flywheel.lock import Lock, RunLock, current_identity, holds_run
 from flywheel.planner import Action, Mode, Plan, PlanInputs, PlanRequest, Provenance, TimeSaved, check_request, plan
 from flywheel.runner import Fingerprinter, Observer, Overrides, Runner
-from flywheel.spec import Project, StepKey, load_project
+from flywheel.spec import EnvironmentSpec, Project, StepKey, load_project
 from flywheel.state import RunState, RunStatus, StepStatus, as_crashed, as_running, fold
 
 DEFAULT_HOME = ".flywheel"
@@ -228,12 +228,9 @@ def code_version(root: Path) -> str:
 
 
 def flywheel_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from flywheel import __version__
 
-    try:
-        return version("omc-flywheel")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return __version__
 
 
 @dataclass(frozen=True)
@@ -279,6 +276,20 @@ def execute(session: Session, request: PlanRequest, options: RunOptions | None =
     """Lock, plan, journal and run. The lock is taken before planning so the plan cannot go stale."""
     options = options or RunOptions()
     env = session.project.config.environment(session.env_name)
+    executor = options.executor
+    if executor is None and env.executor == "subprocess":  # other executors check their backend when made
+        executor = create_executor(env.executor)
+        getattr(executor, "start", lambda: None)()
+    try:
+        return _execute(session, request, options, env, executor)
+    finally:
+        if executor is not None and executor is not options.executor:
+            getattr(executor, "close", lambda: None)()
+
+
+def _execute(
+    session: Session, request: PlanRequest, options: RunOptions, env: EnvironmentSpec, executor: Executor | None
+) -> RunResult:
     with session.journal() as journal, session.lock().acquire(command=request.mode.value) as lock:
         planned = prepare(session, journal, request, gather=options.gather)
         if options.confirm is not None:
@@ -310,8 +321,7 @@ def execute(session: Session, request: PlanRequest, options: RunOptions | None =
             env=env,
             home=session.home,
             journal=journal,
-            executor=options.executor
-            or create_executor(env.executor, spec=session.spec, env_name=session.env_name, env=env),
+            executor=executor or create_executor(env.executor, spec=session.spec, env_name=session.env_name, env=env),
             observers=options.observers,
             fingerprinter=options.fingerprinter or _default_fingerprinter(session),
             overrides=options.overrides,

@@ -6,11 +6,13 @@ error · 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +25,21 @@ from rich.console import Console
 
 from flywheel.errors import ExitCode, FlywheelError, UsageError
 
+
+def _skip_plugin_discovery() -> None:
+    """Pydantic's plugin loader imports importlib.metadata (with email and zipfile, ~20 ms) even when
+    plugins are disabled; while they are, a loader that finds none without it stands in."""
+    if os.environ["PYDANTIC_DISABLE_PLUGINS"] not in ("__all__", "1", "true"):
+        return
+    from types import ModuleType
+
+    loader = ModuleType("pydantic.plugin._loader")
+    loader.get_plugins = tuple  # type: ignore[attr-defined]
+    sys.modules.setdefault(loader.__name__, loader)
+
+
+_skip_plugin_discovery()
+
 HELP = (
     "Run, journal and recover the omc-flywheel pipelines.\n\n"
     "One safe command after a failure: `flywheel status` shows what happened, `flywheel resume` continues "
@@ -31,9 +48,8 @@ HELP = (
     "error · 130 interrupted."
 )
 
-app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 if not console.is_terminal:
     console.width = 160  # logs and pipes: keep whole lines rather than wrapping at 80 columns
 
@@ -152,7 +168,7 @@ def _start(
     max_parallel: int | None,
 ) -> None:
     from flywheel import api
-    from flywheel.render import ProgressPrinter, print_plan, print_status
+    from flywheel.render import print_plan, print_status, progress
 
     _check_sets(session, overrides)
     _guard_environment(session, request, yes=yes, dry_run=dry_run)
@@ -169,7 +185,8 @@ def _start(
             print_plan(console, planned, dry_run=False)
             console.print(f"run {run_id} started", style="bold")
 
-    observers: list[Any] = [] if as_json else [ProgressPrinter(console, session.spec)]
+    shown = None if as_json else progress(console, session.spec)
+    observers: list[Any] = [] if shown is None else [shown]
     observers += _notifiers(session, as_json=as_json)
     from flywheel.recovery_cli import confirm_warnings
 
@@ -180,7 +197,8 @@ def _start(
         on_planned=announce,
         confirm=confirm_warnings(yes=yes),
     )
-    result = api.execute(session, request, options)
+    with shown or contextlib.nullcontext():
+        result = api.execute(session, request, options)
     view = api.RunView(session=session, state=result.state)
     if as_json:
         console.print_json(json.dumps(_state_json(view)))
@@ -244,7 +262,6 @@ def _state_json(view: Any) -> dict[str, Any]:
     }
 
 
-@app.command()
 def run(
     pipeline: Annotated[str | None, typer.Argument(help="Pipeline name or path (default: db-refresh).")] = None,
     env: EnvOpt = None,
@@ -289,7 +306,6 @@ def run(
     )
 
 
-@app.command()
 def resume(
     run_id: Annotated[
         int | None, typer.Argument(help="Run to resume (default: the latest failed or interrupted).")
@@ -343,7 +359,6 @@ def resume(
     )
 
 
-@app.command()
 def status(
     run_id: Annotated[int | None, typer.Argument(help="Run id (default: the latest).")] = None,
     pipeline: PipelineOpt = None,
@@ -362,7 +377,6 @@ def status(
         print_status(console, view)
 
 
-@app.command()
 def runs(
     pipeline: PipelineOpt = None,
     env: EnvOpt = None,
@@ -392,7 +406,6 @@ def runs(
         print_runs(console, states)
 
 
-@app.command()
 def logs(
     run_id: Annotated[int, typer.Argument(help="Run id.")],
     step: Annotated[str | None, typer.Option("--step", "-s", help="A step (number, id or step[context]).")] = None,
@@ -431,7 +444,6 @@ def logs(
         time.sleep(0.5)
 
 
-@app.command()
 def steps(pipeline: PipelineOpt = None, env: EnvOpt = None, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """The steps: number, id, title, Step Functions state, Glue job and contexts."""
     from rich.table import Table
@@ -464,7 +476,6 @@ def steps(pipeline: PipelineOpt = None, env: EnvOpt = None, home: HomeOpt = None
     console.print(table)
 
 
-@app.command()
 def validate(
     pipeline: Annotated[str | None, typer.Argument(help="Pipeline name or path.")] = None,
 ) -> None:
@@ -478,7 +489,6 @@ def validate(
     )
 
 
-@app.command()
 def mark(
     run_id: Annotated[int, typer.Argument(help="The run to mark in.")],
     step: Annotated[str, typer.Argument(help="STEP or STEP[CONTEXT] (number or id).")],
@@ -501,68 +511,74 @@ def mark(
     console.print(f"continue with:  flywheel resume {run_id}", style="bold cyan")
 
 
-def _mount_data_app() -> None:
+CORE_COMMANDS: dict[str, Callable[..., None]] = {
+    "run": run,
+    "resume": resume,
+    "status": status,
+    "runs": runs,
+    "logs": logs,
+    "steps": steps,
+    "validate": validate,
+    "mark": mark,
+}
+
+
+def _mount_groups(app: typer.Typer) -> None:
+    """The commands that live in their own modules (AWS, incidents, recovery, dashboard, sample data)."""
     try:
         from flywheel.pipelines.db_refresh.data_cli import app as data_app
     except ImportError:
-        return
-    app.add_typer(data_app, name="data", help="Sample data for the db-refresh pipeline.")
-
-
-_mount_data_app()
-
-
-def _mount_sfn_app() -> None:
+        pass
+    else:
+        app.add_typer(data_app, name="data", help="Sample data for the db-refresh pipeline.")
     from flywheel.aws.cli import app as sfn_app  # typer and rich only; boto3 is imported by the commands
+    from flywheel.aws.package_cli import app as aws_app
+    from flywheel.aws.package_cli import check
+    from flywheel.incidents_cli import incident_app, incidents_app, report
+    from flywheel.recovery_cli import try_, verify
+    from flywheel.ui.cli import ui  # starlette, jinja2 and uvicorn are imported when it runs
 
     app.add_typer(sfn_app, name="sfn", help="Step Functions: export, status, recover, start.")
-
-
-_mount_sfn_app()
-
-
-def _mount_aws_app() -> None:
-    from flywheel.aws.package_cli import app as aws_app
-    from flywheel.aws.package_cli import check  # typer only; boto3 is imported by the commands
-
     app.add_typer(aws_app, name="aws", help="The AWS side: package what Glue runs.")
     app.command("check")(check)
-
-
-_mount_aws_app()
-
-
-def _mount_incidents() -> None:
-    from flywheel.incidents_cli import incident_app, incidents_app, report
-
     app.add_typer(incidents_app, name="incidents")
     app.add_typer(incident_app, name="incident")
     app.command("report")(report)
-
-
-_mount_incidents()
-
-
-def _mount_recovery() -> None:
-    from flywheel.recovery_cli import try_, verify
-
     app.command("verify")(verify)
     app.command("try")(try_)
-
-
-_mount_recovery()
-
-
-def _mount_ui() -> None:
-    from flywheel.ui.cli import ui  # typer only; starlette, jinja2 and uvicorn are imported when it runs
-
     app.command("ui")(ui)
 
 
-_mount_ui()
+def build_app(command: str | None = None) -> typer.Typer:
+    """The `flywheel` command line. Given the command a process was started for, when it is one of this
+    module's, only that command is built: Typer inspects every command it holds at each start, and the
+    other groups' modules cost their imports, which together were a fifth of `flywheel run`'s start-up.
+    """
+    app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    app.callback()(_group)  # a group even when it holds one command: `flywheel run X` keeps its meaning
+    if command in CORE_COMMANDS:
+        app.command(command)(CORE_COMMANDS[command])
+        return app
+    for name, function in CORE_COMMANDS.items():
+        app.command(name)(function)
+    _mount_groups(app)
+    return app
+
+
+def _group() -> None:
+    pass
+
+
+def __getattr__(name: str) -> Any:
+    """`flywheel.cli.app`: the whole command line (what `typer.testing.CliRunner` takes)."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    app = build_app(args[0] if args else None)
     try:
         app()
     except FlywheelError as exc:

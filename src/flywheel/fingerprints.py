@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -148,6 +149,12 @@ def _code_scope(module: str) -> str:
     return ".".join(parts[:-2] if len(parts) >= 3 else parts[:-1]) or module
 
 
+# CPython 3.11 counts the AST builder's recursion per interpreter, not per thread: step threads that
+# parse at once can fail with "SystemError: AST constructor recursion depth mismatch"
+# (python/cpython#106905), which failed a step before it started. One parse at a time.
+_PARSING = threading.Lock()
+
+
 def _read_source(module: str, beside: str | None) -> _Source:
     """The job's module and the modules of its own pipeline package it imports, transitively."""
     scope = _code_scope(module)
@@ -163,7 +170,9 @@ def _read_source(module: str, beside: str | None) -> _Source:
             continue
         files[name] = path
         try:
-            tree = ast.parse(path.read_bytes(), filename=str(path))
+            source = path.read_bytes()
+            with _PARSING:
+                tree = ast.parse(source, filename=str(path))
         except (OSError, SyntaxError):
             continue
         for node in ast.walk(tree):

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from flywheel.api import PlannedRun, RunView
 from flywheel.durations import duration
 from flywheel.events import Event, RunFinished, RunInterrupted, StepFailed, StepStarted, StepSucceeded
 from flywheel.planner import Action
-from flywheel.spec import PipelineSpec
-from flywheel.state import RunState, RunStatus, StepStatus
+from flywheel.spec import PipelineSpec, StepSpec
+from flywheel.state import RunState, RunStatus, StepState, StepStatus
+
+if TYPE_CHECKING:
+    from flywheel.live import LiveProgress
 
 SYMBOL = {
     StepStatus.SUCCEEDED: "✅",
@@ -68,24 +74,134 @@ def _detail(state: RunState, step_status: Any) -> str:
     return f"attempt {s.attempts}" if s.attempts > 1 else ""
 
 
-def status_table(spec: PipelineSpec, state: RunState) -> Table:
-    """One row per step and context, labelled as `--only` takes it (`step[context]`)."""
-    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    table.add_column("#", justify="right", no_wrap=True, min_width=1)
-    table.add_column("", no_wrap=True, min_width=2)
-    table.add_column("step", no_wrap=True, min_width=20)
-    table.add_column("took", justify="right", no_wrap=True, min_width=8)
-    table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=80)
-    for key in spec.keys:
-        s = state.step(key)
-        took = s.duration
-        if s.status is StepStatus.RUNNING and s.started_at:
-            took = time.time() - s.started_at
-        detail = _detail(state, s)
-        if s.status in (StepStatus.SUCCEEDED, StepStatus.FAILED) or not detail:
-            detail = f"{s.status.value}{'; ' + detail if detail else ''}"
-        table.add_row(str(spec.step(key.step).number), SYMBOL[s.status], Text(str(key)), duration(took), Text(detail))
-    return table
+# A fanned-out step's own row shows the state that most needs attention among its contexts.
+_ATTENTION = (
+    StepStatus.FAILED,
+    StepStatus.INTERRUPTED,
+    StepStatus.RUNNING,
+    StepStatus.NOT_STARTED,
+    StepStatus.SKIPPED,
+    StepStatus.MARKED,
+    StepStatus.REUSED,
+    StepStatus.SUCCEEDED,
+)
+_STATE_STYLE = {
+    StepStatus.FAILED: "red",
+    StepStatus.INTERRUPTED: "yellow",
+    StepStatus.RUNNING: "cyan",
+    StepStatus.NOT_STARTED: "dim",
+    StepStatus.SKIPPED: "dim",
+}
+_GUIDE = 4  # the cells a Rich tree indents each level by
+_DETAIL_CELLS = 80
+
+
+def parallel_groups(spec: PipelineSpec) -> list[list[StepSpec]]:
+    """The steps in operator order, neighbours that can run at the same time grouped together.
+
+    A step's level is the length of the longest dependency chain below it; steps on one level never
+    depend on each other, so consecutive steps of one level form a group that runs in parallel.
+    """
+    level: dict[str, int] = {}
+    for step in spec.topological_steps:
+        level[step.id] = 1 + max((level.get(d, 0) for d in step.depends_on), default=-1)
+    groups: list[list[StepSpec]] = []
+    for step in spec.topological_steps:
+        if groups and level[groups[-1][-1].id] == level[step.id]:
+            groups[-1].append(step)
+        else:
+            groups.append([step])
+    return groups
+
+
+def _took(s: StepState, now: float) -> float | None:
+    if s.status is StepStatus.RUNNING and s.started_at:
+        return now - s.started_at
+    return s.duration
+
+
+def _row_detail(state: RunState, s: StepState, waiting: bool) -> str:
+    if waiting and s.status is StepStatus.NOT_STARTED:
+        return "waiting"
+    detail = _detail(state, s)
+    if s.status in (StepStatus.SUCCEEDED, StepStatus.FAILED) or not detail:
+        detail = f"{s.status.value}{'; ' + detail if detail else ''}"
+    return detail
+
+
+def _symbol(status: StepStatus) -> str:
+    symbol = SYMBOL[status].rstrip()
+    return symbol + " " * max(1, 3 - cell_len(symbol))
+
+
+@dataclass(frozen=True)
+class _Row:
+    depth: int  # 0: under the root; a step in a parallel group or a context is one deeper
+    status: StepStatus
+    number: str
+    label: str
+    took: float | None
+    detail: str
+    children: tuple[_Row, ...] = ()
+
+
+def _step_row(spec: PipelineSpec, state: RunState, step: StepSpec, depth: int, now: float, waiting: bool) -> _Row:
+    number = str(step.number).rjust(len(str(len(spec.steps))))
+    if not step.contexts:
+        s = state.step(step.keys[0])
+        return _Row(depth, s.status, number, step.id, _took(s, now), _row_detail(state, s, waiting))
+    contexts = [state.step(key) for key in step.keys]
+    counts: dict[str, int] = {}
+    for c in contexts:
+        counts[c.status.value] = counts.get(c.status.value, 0) + 1
+    summary = ", ".join(f"{n} {value.replace('_', ' ')}" for value, n in counts.items())
+    return _Row(
+        depth,
+        min((c.status for c in contexts), key=_ATTENTION.index),
+        number,
+        step.id,
+        None,
+        f"{len(contexts)} contexts: {summary}",
+        tuple(
+            _Row(depth + 1, c.status, number, str(c.key), _took(c, now), _row_detail(state, c, waiting))
+            for c in contexts
+        ),
+    )
+
+
+def _row_text(row: _Row, label_cells: int) -> Text:
+    style = _STATE_STYLE.get(row.status, "")
+    detail = row.detail if cell_len(row.detail) <= _DETAIL_CELLS else row.detail[: _DETAIL_CELLS - 1] + "…"
+    return Text.assemble(
+        _symbol(row.status),
+        f"{row.number} ",
+        (row.label, "bold" if row.children else ""),
+        " " * (label_cells - _GUIDE * row.depth - cell_len(row.label)),
+        f"{duration(row.took):>9}  ",
+        (detail, style),
+    )
+
+
+def status_tree(spec: PipelineSpec, state: RunState, *, now: float | None = None, live: bool = False) -> Tree:
+    """The run as a tree in operator order: steps that run side by side under `in parallel`, a
+    fanned-out step with one row per context (labelled as `--only` takes it, `step[context]`), each row
+    with its state, duration and detail (the error, or the run a reused step came from). `live`: while
+    the run goes on, what has not started yet is waiting rather than not executed."""
+    now = time.time() if now is None else now
+    grouped = [
+        [_step_row(spec, state, step, 1 if len(group) > 1 else 0, now, live) for step in group]
+        for group in parallel_groups(spec)
+    ]
+    every = [r for group in grouped for row in group for r in (row, *row.children)]
+    label_cells = max((_GUIDE * r.depth + cell_len(r.label) for r in every), default=0)
+    tree = Tree(Text(spec.pipeline, "bold"), guide_style="dim")
+    for group in grouped:
+        parent = tree.add(Text("in parallel", "dim")) if len(group) > 1 else tree
+        for row in group:
+            node = parent.add(_row_text(row, label_cells))
+            for child in row.children:
+                node.add(_row_text(child, label_cells))
+    return tree
 
 
 def print_status(console: Console, view: RunView) -> None:
@@ -104,7 +220,7 @@ def print_status(console: Console, view: RunView) -> None:
             f" · code {started.code_version}{lineage}",
             style="dim",
         )
-    console.print(status_table(view.session.spec, state))
+    console.print(status_tree(view.session.spec, state))
     if state.status is RunStatus.RUNNING:
         print_etas(console, view)
     failed = [state.step(k) for k in state.failed_keys]
@@ -188,6 +304,17 @@ def print_runs(console: Console, states: Sequence[RunState]) -> None:
     console.print(table)
 
 
+def progress(console: Console, spec: PipelineSpec) -> ProgressPrinter | LiveProgress:
+    """The run's progress for a person: drawn live in a terminal, plain lines in a pipe or a log.
+
+    Either is an observer and a context manager to hold around the run."""
+    if console.is_terminal:
+        from flywheel.live import LiveProgress  # Rich Live is imported only for a terminal
+
+        return LiveProgress(console, spec)
+    return ProgressPrinter(console, spec)
+
+
 class ProgressPrinter:
     """An observer that prints one line per step event (plain when output is not a terminal)."""
 
@@ -196,6 +323,12 @@ class ProgressPrinter:
     def __init__(self, console: Console, spec: PipelineSpec) -> None:
         self.console = console
         self.spec = spec
+
+    def __enter__(self) -> ProgressPrinter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
     def __call__(self, event: Event) -> None:
         key = event.key

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -232,7 +232,7 @@ def recover(
     """
     from flywheel import api
     from flywheel.aws import recover as ops
-    from flywheel.render import ProgressPrinter, print_status
+    from flywheel.render import print_status, progress
 
     if in_aws and redrive:
         raise UsageError("--in-aws and --redrive cannot be combined", fix="choose one")
@@ -277,8 +277,10 @@ def recover(
         if dry_run:
             return
         _confirm(session, "Recover the execution", yes)
-        observers = [] if as_json else [ProgressPrinter(console, session.spec)]
-        result = ops.recover_locally(session, recovery, api.RunOptions(observers=observers))
+        shown = None if as_json else progress(console, session.spec)
+        with shown or nullcontext():
+            observers = [] if shown is None else [shown]
+            result = ops.recover_locally(session, recovery, api.RunOptions(observers=observers))
     if not as_json:
         console.print()
         print_status(console, api.RunView(session=session, state=result.state))

@@ -111,6 +111,12 @@ class SubprocessExecutor:
         self._fork_server: ForkServer | None = None
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """Start the fork server now rather than at the first step: the runner calls this before it
+        plans, so the server's own start-up (tens of milliseconds) overlaps the planning."""
+        if self._use_fork_server:
+            self._server()
+
     def _server(self) -> ForkServer:
         with self._lock:
             if self._fork_server is None or not self._fork_server.alive:

@@ -424,7 +424,7 @@ def stage_by_part(df: DataFrame, partition_col: str) -> DataFrame:
     database: Path = session._flywheel_scratch
     folder = _stage_dir(database) / uuid.uuid4().hex[:8]
     folder.parent.mkdir(parents=True, exist_ok=True)
-    _duckdb_copy(df, folder, partition_col)
+    _duckdb_copy(df, folder, partition_col, scratch=True)
     values = sorted(storage.LocalStorage().partitions(str(folder), partition_col)) if folder.is_dir() else []
     if not values:
         return df.limit(0)
@@ -652,14 +652,22 @@ def _duckdb_sql(df: DataFrame) -> str:
     return str(session._to_sql(last))
 
 
-def _duckdb_copy(df: DataFrame, staging: Path, partition_col: str, parts: Sequence[int] | None = None) -> None:
+SCRATCH_PARQUET = "COMPRESSION uncompressed, DICTIONARY_SIZE_LIMIT 0"
+"""For files read once by the same process: no compression or dictionaries to build (at 10M rows,
+staging step 1's source took 46 s of CPU instead of 50 s; the disk holds them either way)."""
+
+
+def _duckdb_copy(
+    df: DataFrame, staging: Path, partition_col: str, parts: Sequence[int] | None = None, *, scratch: bool = False
+) -> None:
     sql = _duckdb_sql(df)
     conn = df.session._conn
     column = _sql_ident(partition_col)
     if parts is None:
+        options = f", {SCRATCH_PARQUET}" if scratch else ""
         conn.execute(
             f"COPY ({sql}) TO '{_sql_text(str(staging))}' "
-            f"(FORMAT parquet, PARTITION_BY ({column}), FILENAME_PATTERN 'part-{{i}}')"
+            f"(FORMAT parquet, PARTITION_BY ({column}), FILENAME_PATTERN 'part-{{i}}'{options})"
         )
         return
     for value in sorted(set(parts)):

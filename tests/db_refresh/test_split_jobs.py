@@ -131,6 +131,21 @@ def test_step_2_writes_each_infobase_id_once_in_the_same_bucket_as_step_1(split_
     check_split(split_lake, "infobase_attributes", expected_infobase(split_lake.raw_root), INFOBASE)
 
 
+def test_every_written_column_may_hold_nulls_whatever_this_delivery_held(split_lake: Lake) -> None:
+    """A column without nulls in one delivery must not become a REQUIRED Parquet field: the schema of
+    a part would then change from one refresh to the next, and differ from what Spark writes."""
+    for table in ("addressable_ids", "infobase_attributes"):
+        files = sorted((split_lake.split_root / table).glob("id_part=*/*.parquet"))
+        assert files
+        for file in files:
+            fields = duckdb.connect().execute(
+                "SELECT name, repetition_type FROM parquet_schema(?) WHERE num_children IS NULL OR num_children = 0",
+                [str(file)],
+            )
+            required = [name for name, repetition in fields.fetchall() if repetition == "REQUIRED"]
+            assert required == [], f"{file}: {required} written as REQUIRED"
+
+
 def test_normalisation_lowers_ids_and_keeps_zip_codes_as_text(split_lake: Lake) -> None:
     rows = written(split_lake.split_root, "addressable_ids")
     assert all(HEX64.match(r["id"]) for r in rows)

@@ -662,6 +662,21 @@ def _duckdb_copy(
 ) -> None:
     sql = _duckdb_sql(df)
     conn = df.session._conn
+    if scratch:
+        _duckdb_copy_to(conn, sql, staging, partition_col, parts, scratch=True)
+        return
+    # DuckDB writes a column it can prove has no nulls (from a staged file's statistics, say) as a
+    # REQUIRED Parquet field, so the schema would depend on the data; Spark writes OPTIONAL always.
+    conn.execute("SET disabled_optimizers = 'statistics_propagation'")
+    try:
+        _duckdb_copy_to(conn, sql, staging, partition_col, parts, scratch=False)
+    finally:
+        conn.execute("RESET disabled_optimizers")
+
+
+def _duckdb_copy_to(
+    conn: Any, sql: str, staging: Path, partition_col: str, parts: Sequence[int] | None, *, scratch: bool
+) -> None:
     column = _sql_ident(partition_col)
     if parts is None:
         options = f", {SCRATCH_PARQUET}" if scratch else ""

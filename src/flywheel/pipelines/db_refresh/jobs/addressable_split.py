@@ -130,9 +130,8 @@ def naming_unreadable_files(
 ) -> Iterator[None]:
     """Turns the engine's read error into `corrupt-file` naming the files that break it.
 
-    The source is read twice (counted, then deduplicated and written) rather than materialised once:
-    a copy of ten million rows cost more than a second read. Either read may be the one to fail, so
-    both run inside this; the culprits are found by reading each file on its own.
+    Everything that reads the source (staging it, or on Spark counting and then writing it) runs
+    inside this; the culprits are found by reading each file on its own, every column parsed.
     """
     try:
         yield

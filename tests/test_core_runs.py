@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flywheel import api
 from flywheel.planner import Mode, PlanRequest
@@ -301,3 +302,25 @@ def test_only_a_step_without_inputs_runs_on_a_fresh_home_and_one_that_needs_inpu
     refused = sandbox.cli("run", "pipeline.yaml", "--only", "c")
     assert refused.returncode == 2
     assert "cannot run c: its dependency b neither runs nor has a success to reuse" in refused.stderr
+
+
+def test_the_fork_server_imports_the_environments_shared_libraries_once_for_every_step(sandbox: Sandbox) -> None:
+    """Heavy libraries the jobs share are imported by the run's fork server, not by each step."""
+    job = "tests.support.jobs:report_preload"
+    sandbox.write(
+        [
+            {"id": "a", "number": 1, "title": "A", "job": job},
+            {"id": "b", "number": 2, "title": "B", "job": job, "depends_on": ["a"]},
+        ]
+    )
+    (sandbox.root / "project.yaml").write_text(
+        yaml.safe_dump({"environments": {"local": {"preload": ["tests.support.preload_probe"]}}})
+    )
+
+    sandbox.cli("run", "pipeline.yaml", check=True)
+
+    reports = [json.loads((sandbox.home / "out" / f"{step}.json").read_text()) for step in ("a", "b")]
+    importers = {r["imported_by"] for r in reports}
+    assert None not in importers, "the steps found the module already imported"
+    assert len(importers) == 1, "one process imported it for both steps"
+    assert importers.isdisjoint({r["step_pid"] for r in reports}), "and it was not a step"

@@ -278,7 +278,7 @@ def execute(session: Session, request: PlanRequest, options: RunOptions | None =
     env = session.project.config.environment(session.env_name)
     executor = options.executor
     if executor is None and env.executor == "subprocess":  # other executors check their backend when made
-        executor = create_executor(env.executor)
+        executor = create_executor(env.executor, env=env)
         getattr(executor, "start", lambda: None)()
     try:
         return _execute(session, request, options, env, executor)

@@ -223,6 +223,10 @@ class EnvironmentSpec(_Frozen):
     notifications: tuple[NotifierSpec, ...] = ()
     require_note: bool = False
     confirm: bool = False
+    preload: tuple[str, ...] = ()
+    """Modules the run's fork server imports once, before it forks any step: the heavy libraries the
+    jobs share (db-refresh: DuckDB and SQLFrame, ~0.5 s a step). The jobs themselves are still
+    imported fresh by every attempt, so a fixed job runs its new code."""
 
 
 class ProjectConfig(_Frozen):

@@ -43,3 +43,16 @@ def record(invocation: StepInvocation) -> JobResult:
 
 def noop(invocation: StepInvocation) -> None:
     """Does nothing: benchmarks measure the orchestrator alone."""
+
+
+def report_preload(invocation: StepInvocation) -> JobResult:
+    """Writes `<out>/<step>.json`: which process imported `preload_probe` (if any) and which runs the step."""
+    import json
+    import sys
+
+    probe = sys.modules.get("tests.support.preload_probe")
+    target = Path(str(invocation.params["out"])) / f"{invocation.step}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    body = {"imported_by": getattr(probe, "IMPORTED_BY", None), "step_pid": os.getpid()}
+    target.write_text(json.dumps(body))
+    return JobResult(outputs=({"path": str(target)},))

@@ -57,7 +57,8 @@ def create_executor(name: str, **options: Any) -> Executor:
     if name == "subprocess":
         from flywheel.executors.local import SubprocessExecutor
 
-        return SubprocessExecutor()
+        env = options.get("env")
+        return SubprocessExecutor(preload=tuple(getattr(env, "preload", ()) or ()))
     if name == "inprocess":
         from flywheel.executors.local import InProcessExecutor
 

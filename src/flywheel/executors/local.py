@@ -106,8 +106,9 @@ class SubprocessExecutor:
 
     name = "subprocess"
 
-    def __init__(self) -> None:
+    def __init__(self, preload: tuple[str, ...] = ()) -> None:
         self._use_fork_server = os.environ.get("FLYWHEEL_FORKSERVER", "1") != "0"
+        self._preload = preload
         self._fork_server: ForkServer | None = None
         self._lock = threading.Lock()
 
@@ -120,7 +121,7 @@ class SubprocessExecutor:
     def _server(self) -> ForkServer:
         with self._lock:
             if self._fork_server is None or not self._fork_server.alive:
-                self._fork_server = ForkServer()
+                self._fork_server = ForkServer(self._preload)
             return self._fork_server
 
     def close(self) -> None:

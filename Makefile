@@ -20,10 +20,12 @@ $(UV):
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --all-extras
-	$(VENV)/bin/python -m compileall -q src
 	@touch $@
 
+# Bytecode for our own sources too, refreshed on every target: where PYTHONDONTWRITEBYTECODE is set
+# (as on CI), an edited module would otherwise be compiled again by every process that imports it.
 sync: $(VENV)/.synced
+	@$(VENV)/bin/python -m compileall -q src
 
 demo: sync
 	$(RUN) python -m flywheel.demo

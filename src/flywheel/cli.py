@@ -6,7 +6,9 @@ error · 130 interrupted.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import json
 import os
 import re
@@ -577,6 +579,10 @@ def __getattr__(name: str) -> Any:
 
 
 def main() -> None:
+    # Nothing is left to free when the process ends, yet the interpreter's last collection walks every
+    # object Typer, Rich and Pydantic made: ~0.1 s of a 0.6 s `flywheel run`. Freezing them first (the
+    # last exit handler to run, as it is registered first) skips that walk; files still close as usual.
+    atexit.register(gc.freeze)
     args = sys.argv[1:]
     app = build_app(args[0] if args else None)
     try:

@@ -12,13 +12,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from flywheel import api
+from flywheel.fingerprints import OutputFingerprinter
 from flywheel.planner import Mode, PlanRequest
+from flywheel.spec import StepKey
 from flywheel.state import RunStatus, StepStatus
 from tests.conftest import REPO, SHAPES, Sandbox, step
 
@@ -144,6 +148,55 @@ def test_independent_work_goes_on_when_a_branch_fails(sandbox: Sandbox) -> None:
     statuses = {str(k): s.status.value for k, s in result.state.steps.items()}
     assert statuses == {"a": "succeeded", "b": "failed", "c": "succeeded"}
     assert "d" not in sandbox.executed_in(result.run_id)
+
+
+class FailingAround(OutputFingerprinter):
+    """The default fingerprinter, except that it fails on the steps named: as reading a job's code or
+    checking its outputs does when a disk or a bucket fails under it."""
+
+    def __init__(self, session: api.Session, *, prepare: str = "", record: str = "") -> None:
+        env = session.project.config.environment(session.env_name)
+        super().__init__(session.spec, session.env_name, env, session.home)
+        self.prepare, self.record = prepare, record
+
+    def step_fingerprint(self, key: StepKey, params: Mapping[str, Any]) -> str | None:
+        if key.step == self.prepare:
+            raise OSError(f"cannot read the code of {key}")
+        return super().step_fingerprint(key, params)
+
+    def output_records(
+        self, key: StepKey, declared: Sequence[str], reported: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
+    ) -> tuple[Mapping[str, Any], ...]:
+        if key.step == self.record:
+            raise OSError(f"cannot read the outputs of {key}")
+        return super().output_records(key, declared, reported, params)
+
+
+def test_when_flywheel_fails_around_a_step_that_step_fails_and_a_resume_finishes_the_run(sandbox: Sandbox) -> None:
+    sandbox.write(SHAPES["diamond"])
+    session = api.open_session(str(sandbox.pipeline))
+
+    first = api.execute(
+        session, PlanRequest(), api.RunOptions(fingerprinter=FailingAround(session, prepare="b", record="c"))
+    )
+
+    b, c, d = (first.state.step(StepKey(k)) for k in "bcd")
+    assert first.state.status is RunStatus.FAILED
+    assert (b.status, b.error_type) == (StepStatus.FAILED, "RecordingError")
+    assert b.error_message is not None and "could not prepare this step: OSError: cannot read the code of b" in (
+        b.error_message
+    )
+    assert "b" not in sandbox.executed_in(first.run_id), "a step that could not be prepared does not run"
+    assert (c.status, c.error_type) == (StepStatus.FAILED, "RecordingError")
+    assert c.error_message is not None and "could not record the outputs of this step (it finished)" in (
+        c.error_message
+    )
+    assert d.status is StepStatus.NOT_STARTED, "nothing runs downstream of a step that failed"
+
+    resumed = api.execute(api.open_session(str(sandbox.pipeline)), PlanRequest(mode=Mode.RESUME))
+
+    assert resumed.state.status is RunStatus.SUCCEEDED
+    assert sorted(sandbox.executed_in(resumed.run_id)) == ["b", "c", "d"]
 
 
 # -- the CLI, in a subprocess, as an operator types it -------------------------------------------

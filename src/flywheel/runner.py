@@ -41,6 +41,8 @@ from flywheel.spec import EnvironmentSpec, PipelineSpec, StepKey
 log = logging.getLogger(__name__)
 
 Observer = Callable[[Event], None]
+RECORDING_ERROR = "RecordingError"
+"""A step's error type when flywheel itself, not the step, failed around it."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,32 @@ class Runner:
         return not self.cancel.wait(seconds)
 
     def _run_key(self, key: StepKey, run_id: int) -> Outcome | None:
+        """Run one key. When flywheel's own work around the step fails (reading its code for the
+        fingerprint, checking what it wrote), that step fails with the cause; the run goes on with
+        the independent work and ends failed and resumable, as for any failed step."""
+        progress: dict[str, Any] = {"attempt": 1, "doing": "prepare this step"}
+        try:
+            return self._attempt_key(key, run_id, progress)
+        except Exception as exc:
+            log.debug("flywheel failed around step %s", key, exc_info=True)
+            message = (
+                f"flywheel could not {progress['doing']}: {type(exc).__name__}: {exc}. "
+                "Fix the cause, then resume the run"
+            )
+            self.emit(
+                StepFailed(
+                    run_id=run_id,
+                    at=time.time(),
+                    step=key.step,
+                    context=key.context,
+                    attempt=progress["attempt"],
+                    error_type=RECORDING_ERROR,
+                    error_message=message,
+                )
+            )
+            return Outcome(succeeded=False, error_type=RECORDING_ERROR, error_message=message)
+
+    def _attempt_key(self, key: StepKey, run_id: int, progress: dict[str, Any]) -> Outcome | None:
         step = self.spec.step(key.step)
         params = resolve_params(self.spec, key, self.env_name, self.env, str(self.home), engine=self.overrides.engine)
         resources = dict(step.resources.model_dump(exclude_none=True))
@@ -233,6 +261,7 @@ class Runner:
         for attempt_no in range(1, policy.attempts + 1):
             if self.cancel.is_set():
                 return None
+            progress.update(attempt=attempt_no, doing="run this step")
             log_path = self.home / "logs" / f"run-{run_id}" / f"{key}.attempt-{attempt_no}.log"
             invocation = StepInvocation(
                 pipeline=self.spec.pipeline,
@@ -285,6 +314,7 @@ class Runner:
             if outcome.cancelled:
                 return None  # the run-level interruption event closes it; the step stays interrupted
             if outcome.succeeded:
+                progress["doing"] = "record the outputs of this step (it finished)"
                 records = self.fingerprinter.output_records(key, declared, outcome.outputs, params)
                 self.emit(
                     StepSucceeded(

@@ -42,6 +42,8 @@ ADDRESSABLE: list[tuple[Any, ...]] = [
     (pid(3), None, None, None, "", None, "h3", T2),  # no match key at all: dropped
     ("   ", "ef03", None, None, None, None, None, T2),  # no id: dropped
     (pid(4), "ef04", "ph04", None, "192.168.0.4", "501", "h4", T3),
+    (pid(6), None, " ", None, None, " 7030 ", "h6", T1),  # a zip is its only key: kept, as 07030
+    (pid(7), "", None, "  ", None, "ABCDE", "h7", T2),  # no key but a zip that is none: dropped
 ]
 INFOBASE_COLUMNS = ("id", "age_range", "income_range", "state", "homeowner", "interests")
 INFOBASE: list[tuple[Any, ...]] = [
@@ -220,7 +222,9 @@ def test_each_unique_record_appears_once_with_normalised_keys_and_its_ids_attrib
     expected = expected_er_rows(ADDRESSABLE, INFOBASE)
     assert len(rows) == len({r["record_id"] for r in rows}), "record_id must be unique"
     assert {r["record_id"]: r for r in rows} == expected
-    assert len(expected) == 4
+    assert len(expected) == 5
+    assert [r["zip"] for r in rows if r["id"] == pid(6)] == ["07030"]
+    assert not [r for r in rows if r["id"] in (pid(3), pid(7))], "rows without a match key are dropped"
 
 
 def test_tables_with_one_row_per_id_as_steps_1_and_2_write_them_give_the_same_records(tmp_path: Path) -> None:
@@ -233,7 +237,7 @@ def test_tables_with_one_row_per_id_as_steps_1_and_2_write_them_give_the_same_re
 
     rows = lake.er_rows()
     assert {r["record_id"]: r for r in rows} == expected_er_rows(one_per_id, profiles)
-    assert len(rows) == 3, "one record for each id that has an id and a match key"
+    assert len(rows) == 4, "one record for each id that has an id and a match key"
 
 
 def test_the_join_stays_within_the_part_of_the_id(built: Lake) -> None:

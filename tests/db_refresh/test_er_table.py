@@ -103,19 +103,29 @@ def _sql_value(value: Any) -> str:
 
 
 def write_part_table(
-    params: Mapping[str, Any], name: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    params: Mapping[str, Any],
+    name: str,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    unique_key: Sequence[str] = (),
 ) -> None:
-    """Bucket rows by id exactly as steps 1-2 do, write them as parts and register them (steps 3-4)."""
+    """Bucket rows by id exactly as steps 1-2 do, write them as parts and register them (steps 3-4).
+    With `unique_key`, the commit declares one row per key, as steps 1-2 do."""
     with engine.session_scope(params) as session:
         values = ", ".join("(" + ", ".join(_sql_value(v) for v in row) + ")" for row in rows)
         session._conn.execute(f"CREATE TABLE raw_{name} AS SELECT * FROM (VALUES {values}) v({', '.join(columns)})")
         df = session.table(f"raw_{name}").withColumn("id_part", engine.bucket(session, "id", N_PARTS))
         path = Path(params["split_root"]) / name
-        engine.write_partitioned(df, path, "id_part")
+        engine.write_partitioned(df, path, "id_part", unique_key=unique_key)
     catalog.register_table(params, f"{params['table_prefix']}{name}", path)
 
 
-def make_lake(root: Path, addressable: Sequence[tuple[Any, ...]], infobase: Sequence[tuple[Any, ...]]) -> Lake:
+def make_lake(
+    root: Path,
+    addressable: Sequence[tuple[Any, ...]],
+    infobase: Sequence[tuple[Any, ...]],
+    unique_key: Sequence[str] = (),
+) -> Lake:
     params: dict[str, Any] = {
         "engine": "duckdb",
         "data_root": str(root),
@@ -131,8 +141,8 @@ def make_lake(root: Path, addressable: Sequence[tuple[Any, ...]], infobase: Sequ
         "threads": 1,
         "temp_directory": str(root / "tmp"),
     }
-    write_part_table(params, "addressable_ids", ADDRESSABLE_COLUMNS, addressable)
-    write_part_table(params, "infobase_attributes", INFOBASE_COLUMNS, infobase)
+    write_part_table(params, "addressable_ids", ADDRESSABLE_COLUMNS, addressable, unique_key)
+    write_part_table(params, "infobase_attributes", INFOBASE_COLUMNS, infobase, unique_key)
     return Lake(root, params)
 
 
@@ -238,6 +248,40 @@ def test_tables_with_one_row_per_id_as_steps_1_and_2_write_them_give_the_same_re
     rows = lake.er_rows()
     assert {r["record_id"]: r for r in rows} == expected_er_rows(one_per_id, profiles)
     assert len(rows) == 4, "one record for each id that has an id and a match key"
+
+
+def test_tables_committed_with_one_row_per_id_are_taken_at_their_word(tmp_path: Path) -> None:
+    """Steps 1-2 declare one row per id in their manifests: the step neither counts nor ranks."""
+    one_per_id = list({row[0]: row for row in ADDRESSABLE}.values())
+    profiles = list({row[0]: row for row in INFOBASE}.values())
+    lake = make_lake(tmp_path, one_per_id, profiles, unique_key=("id",))
+
+    result = create_er_table.run(lake.invocation())
+
+    assert result.metrics["one_row_per_id_as_committed"] == {"addressable": True, "infobase": True}
+    assert {r["record_id"]: r for r in lake.er_rows()} == expected_er_rows(one_per_id, profiles)
+
+
+def test_a_file_added_to_a_committed_part_is_not_covered_by_its_writers_word(tmp_path: Path) -> None:
+    """A repeat of an id copied into a part after the commit: the step sees the part changed, counts,
+    finds the repeat and keeps the newest record, as if nothing had been declared."""
+    one_per_id = list({row[0]: row for row in ADDRESSABLE}.values())
+    profiles = list({row[0]: row for row in INFOBASE}.values())
+    lake = make_lake(tmp_path, one_per_id, profiles, unique_key=("id",))
+    repeat = (pid(4), "EF04", "ph04", None, "192.168.0.4", "501", "h5", datetime(2025, 1, 1))  # same record, newer
+    part = Path(lake.params["split_root"]) / "addressable_ids" / f"id_part={engine.bucket_of(pid(4), N_PARTS)}"
+    typed = [
+        f"CAST({_sql_value(v)} AS {'TIMESTAMP' if c == 'last_seen' else 'VARCHAR'}) AS {c}"
+        for c, v in zip(ADDRESSABLE_COLUMNS, repeat, strict=True)
+    ]
+    duckdb.connect().execute(f"COPY (SELECT {', '.join(typed)}) TO '{part / 'copied-later.parquet'}' (FORMAT parquet)")
+
+    result = create_er_table.run(lake.invocation())
+
+    assert result.metrics["one_row_per_id_as_committed"] == {"addressable": False, "infobase": True}
+    rows = lake.er_rows()
+    assert {r["record_id"]: r for r in rows} == expected_er_rows([*one_per_id, repeat], profiles)
+    assert [r["household_id"] for r in rows if r["id"] == pid(4)] == ["h5"], "the newer record is kept, once"
 
 
 def test_the_join_stays_within_the_part_of_the_id(built: Lake) -> None:

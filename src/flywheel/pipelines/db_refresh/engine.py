@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
@@ -527,6 +527,8 @@ class PartitionedOutput:
     partition_col: str
     columns: tuple[tuple[str, str], ...]
     partitions: Mapping[int, PartitionStats] = field(default_factory=dict)
+    unique_key: tuple[str, ...] = ()
+    """Columns the writer guarantees hold no repeated value within a partition (steps 1-2: `id`)."""
 
     @property
     def rows(self) -> int:
@@ -551,7 +553,14 @@ class PartitionedOutput:
             for k, v in body["partitions"].items()
         }
         columns = tuple((str(name), str(kind)) for name, kind in body["columns"])
-        return cls(path=body["path"], partition_col=body["partition_col"], columns=columns, partitions=parts)
+        unique_key = tuple(str(c) for c in body.get("unique_key") or ())
+        return cls(
+            path=body["path"],
+            partition_col=body["partition_col"],
+            columns=columns,
+            partitions=parts,
+            unique_key=unique_key,
+        )
 
 
 def read_manifest(path: str | os.PathLike[str]) -> PartitionedOutput | None:
@@ -560,8 +569,31 @@ def read_manifest(path: str | os.PathLike[str]) -> PartitionedOutput | None:
     return PartitionedOutput.from_json(text) if text is not None else None
 
 
+def declared_unique(root: str, partition_col: str, values: Sequence[int], key: Sequence[str]) -> bool:
+    """Whether the writer of the output at `root` declared `key` unique within each partition, and the
+    partitions `values` still hold exactly the files it committed (same names and sizes), so that
+    nothing written there since, not even a file the manifest does not list, can have broken that.
+    """
+    manifest = read_manifest(root)
+    if manifest is None or manifest.unique_key != tuple(key):
+        return False
+    present = storage.storage_for(root).partitions(root, partition_col)
+    for value in values:
+        committed, files = manifest.partitions.get(value), present.get(value, ())
+        if committed is None or sorted(committed.files) != sorted(f.name for f in files):
+            return False
+        if committed.bytes != sum(f.size for f in files):
+            return False
+    return True
+
+
 def write_partitioned(
-    df: DataFrame, path: str | os.PathLike[str], partition_col: str, *, parts: Sequence[int] | None = None
+    df: DataFrame,
+    path: str | os.PathLike[str],
+    partition_col: str,
+    *,
+    parts: Sequence[int] | None = None,
+    unique_key: Sequence[str] = (),
 ) -> PartitionedOutput:
     """Replace `path` with hive-style `partition_col=<int>/` Parquet directories, all or nothing.
 
@@ -575,9 +607,12 @@ def write_partitioned(
     half-written output: either the old directory or the new one. The partition column is stored only
     in directory names (as Spark and Hive do), not inside the files. An `s3://` path is committed with
     the protocol in `storage` instead (`_write_partitioned_s3`).
+
+    `unique_key` is the caller's guarantee, recorded in the manifest, that those columns repeat no value
+    within a partition; readers check it with `declared_unique` instead of counting.
     """
     if storage.is_remote(path):
-        return _write_partitioned_s3(df, os.fspath(path), partition_col, parts)
+        return _write_partitioned_s3(df, os.fspath(path), partition_col, parts, tuple(unique_key))
     target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
@@ -588,7 +623,7 @@ def write_partitioned(
         else:
             _duckdb_copy(df, staging, partition_col, parts)
         staging.mkdir(parents=True, exist_ok=True)  # an empty frame writes nothing
-        output = _describe_written(session, staging, target, partition_col)
+        output = replace(_describe_written(session, staging, target, partition_col), unique_key=tuple(unique_key))
         (staging / MANIFEST).write_text(output.to_json())
         _swap_into_place(staging, target)
     finally:
@@ -716,7 +751,7 @@ def _describe_written(
 
 
 def _write_partitioned_s3(
-    df: DataFrame, target: str, partition_col: str, parts: Sequence[int] | None
+    df: DataFrame, target: str, partition_col: str, parts: Sequence[int] | None, unique_key: tuple[str, ...]
 ) -> PartitionedOutput:
     """`write_partitioned` to S3: the engine writes a staging copy, `storage.S3Storage.commit` publishes it.
 
@@ -753,7 +788,7 @@ def _write_partitioned_s3(
                     bytes=sum(stored[k].size for k in keys),
                     etags=tuple(stored[k].etag or "" for k in keys),
                 )
-            committed = PartitionedOutput(target, partition_col, written.columns, parts)
+            committed = PartitionedOutput(target, partition_col, written.columns, parts, unique_key)
             outputs.append(committed)
             return committed.to_json()
 

@@ -55,7 +55,7 @@ def run(invocation: StepInvocation) -> JobResult:
             staged = stage_in_parts(session, normalise(session, reader(files)), n_parts)
             valid, read, rejected = count_source(session, staged, source)
             kept = latest_per_id(session, valid, "last_seen", COLUMNS[1:-1])
-            output = engine.write_partitioned(kept, target, PARTITION_COL, parts=range(n_parts))
+            output = engine.write_partitioned(kept, target, PARTITION_COL, parts=range(n_parts), unique_key=("id",))
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 
 

@@ -74,7 +74,7 @@ def run(invocation: StepInvocation) -> JobResult:
             tiebreak: list[Any] = [c for c in COLUMNS[2:] if c != "interests"]
             tiebreak += [F.col("interests").isNull(), F.array_join(F.col("interests"), "|")]
             kept = latest_per_id(session, valid, "updated_at", tiebreak)
-            output = engine.write_partitioned(kept, target, PARTITION_COL, parts=range(n_parts))
+            output = engine.write_partitioned(kept, target, PARTITION_COL, parts=range(n_parts), unique_key=("id",))
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 
 

@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from flywheel.invocation import JobError, StepInvocation
-from flywheel.pipelines.db_refresh import catalog, sample_data
+from flywheel.pipelines.db_refresh import catalog, engine, sample_data
 from flywheel.pipelines.db_refresh.jobs import (
     addressable_split,
     cleanrooms_report,
@@ -36,6 +36,8 @@ from flywheel.pipelines.db_refresh.jobs.data_monitor_report import (
     Status,
     TableMetrics,
     evaluate,
+    measure_match,
+    measure_table,
     parse_settings,
 )
 
@@ -199,6 +201,23 @@ def test_drift_is_judged_against_the_last_successful_run(reports: Refresh) -> No
     recorded = data_monitor_report.read_history(history)
     assert data_monitor_report.pick_baseline(recorded, run_id=4) == recorded[-1]
     assert data_monitor_report.pick_baseline(recorded, run_id=3) == recorded[0], "never the run itself"
+
+
+def test_the_match_counts_each_id_once_when_a_table_repeats_ids(tmp_path: Path) -> None:
+    """Part tables from elsewhere may repeat an id (or lack one): the match still counts distinct ids."""
+    params = {"engine": "duckdb", "memory_limit": "1GB", "threads": 1, "temp_directory": str(tmp_path)}
+    with engine.session_scope(params) as session:
+        addressable = session.createDataFrame([(0, "a"), (0, "a"), (1, "b"), (1, None), (2, "c")], ["id_part", "id"])
+        infobase = session.createDataFrame([(0, "a"), (0, "a"), (2, "z")], ["id_part", "id"])
+        measured = (measure_table(addressable, "addressable"), measure_table(infobase, "infobase"))
+
+        match = measure_match(addressable, infobase, measured=measured)
+
+        assert (measured[0].rows, measured[0].distinct_ids) == (5, 3)
+        assert match == MatchMetrics(addressable_ids=3, matched_ids=1)
+        unique = session.createDataFrame([(0, "a"), (1, "b")], ["id_part", "id"])
+        measured_unique = (measure_table(unique, "addressable"), measure_table(infobase, "infobase"))
+        assert measure_match(unique, infobase, measured=measured_unique) == MatchMetrics(2, 1)
 
 
 def test_drift_arithmetic_on_hand_made_metrics() -> None:

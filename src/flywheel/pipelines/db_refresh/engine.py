@@ -594,6 +594,7 @@ def write_partitioned(
     *,
     parts: Sequence[int] | None = None,
     unique_key: Sequence[str] = (),
+    within_part: Callable[[DataFrame], DataFrame] | None = None,
 ) -> PartitionedOutput:
     """Replace `path` with hive-style `partition_col=<int>/` Parquet directories, all or nothing.
 
@@ -610,18 +611,23 @@ def write_partitioned(
 
     `unique_key` is the caller's guarantee, recorded in the manifest, that those columns repeat no value
     within a partition; readers check it with `declared_unique` instead of counting.
+
+    `within_part` is work that never crosses a partition (deduplicating by a key that includes the
+    partition column, say): DuckDB applies it to one part's rows at a time, Spark to the whole frame.
+    Written after the part filter, a plan that reads its input more than once (a self-join) still reads
+    one part: over the whole frame, DuckDB materialised the input once, all of it, for every part.
     """
     if storage.is_remote(path):
-        return _write_partitioned_s3(df, os.fspath(path), partition_col, parts, tuple(unique_key))
+        return _write_partitioned_s3(df, os.fspath(path), partition_col, parts, tuple(unique_key), within_part)
     target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
     session = df.session if hasattr(df, "session") else df.sparkSession
     try:
         if _is_spark(session):
-            _spark_write_partitioned(df, staging, partition_col)
+            _spark_write_partitioned(within_part(df) if within_part else df, staging, partition_col)
         else:
-            _duckdb_copy(df, staging, partition_col, parts)
+            _duckdb_copy(df, staging, partition_col, parts, within_part=within_part)
         staging.mkdir(parents=True, exist_ok=True)  # an empty frame writes nothing
         output = replace(_describe_written(session, staging, target, partition_col), unique_key=tuple(unique_key))
         (staging / MANIFEST).write_text(output.to_json())
@@ -693,30 +699,55 @@ staging step 1's source took 46 s of CPU instead of 50 s; the disk holds them ei
 
 
 def _duckdb_copy(
-    df: DataFrame, staging: Path, partition_col: str, parts: Sequence[int] | None = None, *, scratch: bool = False
+    df: DataFrame,
+    staging: Path,
+    partition_col: str,
+    parts: Sequence[int] | None = None,
+    *,
+    scratch: bool = False,
+    within_part: Callable[[DataFrame], DataFrame] | None = None,
 ) -> None:
-    sql = _duckdb_sql(df)
     conn = df.session._conn
+    if parts is None or within_part is None:
+        whole = _duckdb_sql(within_part(df) if within_part else df)
+
+        def sql_of(value: int) -> str:
+            return whole
+
+    else:
+        F = functions(df.session)
+
+        def sql_of(value: int) -> str:
+            return _duckdb_sql(within_part(df.where(F.col(partition_col) == F.lit(value))))
+
     if scratch:
-        _duckdb_copy_to(conn, sql, staging, partition_col, parts, scratch=True)
+        _duckdb_copy_to(conn, sql_of, staging, partition_col, parts, scratch=True)
         return
     # DuckDB writes a column it can prove has no nulls (from a staged file's statistics, say) as a
     # REQUIRED Parquet field, so the schema would depend on the data; Spark writes OPTIONAL always.
     conn.execute("SET disabled_optimizers = 'statistics_propagation'")
     try:
-        _duckdb_copy_to(conn, sql, staging, partition_col, parts, scratch=False)
+        _duckdb_copy_to(conn, sql_of, staging, partition_col, parts, scratch=False)
     finally:
         conn.execute("RESET disabled_optimizers")
 
 
 def _duckdb_copy_to(
-    conn: Any, sql: str, staging: Path, partition_col: str, parts: Sequence[int] | None, *, scratch: bool
+    conn: Any,
+    sql_of: Callable[[int], str],
+    staging: Path,
+    partition_col: str,
+    parts: Sequence[int] | None,
+    *,
+    scratch: bool,
 ) -> None:
+    """`sql_of(value)`: the query whose rows of partition `value` are written (for a partitioned COPY of
+    every partition at once, any value gives the query)."""
     column = _sql_ident(partition_col)
     if parts is None:
         options = f", {SCRATCH_PARQUET}" if scratch else ""
         conn.execute(
-            f"COPY ({sql}) TO '{_sql_text(str(staging))}' "
+            f"COPY ({sql_of(0)}) TO '{_sql_text(str(staging))}' "
             f"(FORMAT parquet, PARTITION_BY ({column}), FILENAME_PATTERN 'part-{{i}}'{options})"
         )
         return
@@ -725,7 +756,7 @@ def _duckdb_copy_to(
         folder = staging / f"{partition_col}={int(value)}"
         folder.mkdir(parents=True, exist_ok=True)
         written = conn.execute(
-            f"COPY (SELECT * EXCLUDE ({column}) FROM ({sql}) WHERE {column} = {int(value)}) "
+            f"COPY (SELECT * EXCLUDE ({column}) FROM ({sql_of(int(value))}) WHERE {column} = {int(value)}) "
             f"TO '{_sql_text(str(folder / 'part-0.parquet'))}' (FORMAT parquet)"
         ).fetchone()
         if not written or not written[0]:
@@ -751,7 +782,12 @@ def _describe_written(
 
 
 def _write_partitioned_s3(
-    df: DataFrame, target: str, partition_col: str, parts: Sequence[int] | None, unique_key: tuple[str, ...]
+    df: DataFrame,
+    target: str,
+    partition_col: str,
+    parts: Sequence[int] | None,
+    unique_key: tuple[str, ...],
+    within_part: Callable[[DataFrame], DataFrame] | None,
 ) -> PartitionedOutput:
     """`write_partitioned` to S3: the engine writes a staging copy, `storage.S3Storage.commit` publishes it.
 
@@ -767,9 +803,9 @@ def _write_partitioned_s3(
     staging: Path | str = f"{parent}/.{name}.staging-{commit}" if spark else _s3_scratch(session) / f"out-{commit}"
     try:
         if isinstance(staging, str):
-            _spark_write_partitioned(df, staging, partition_col)
+            _spark_write_partitioned(within_part(df) if within_part else df, staging, partition_col)
         else:
-            _duckdb_copy(df, staging, partition_col, parts)
+            _duckdb_copy(df, staging, partition_col, parts, within_part=within_part)
         written = _describe_written(session, staging, target, partition_col)
         sources: dict[str, Path | str] = {}
         for value, stats in written.partitions.items():

@@ -54,8 +54,14 @@ def run(invocation: StepInvocation) -> JobResult:
         with naming_unreadable_files(files, reader, source):
             staged = stage_in_parts(session, normalise(session, reader(files)), n_parts)
             valid, read, rejected = count_source(session, staged, source)
-            kept = latest_per_id(session, valid, "last_seen", COLUMNS[1:-1])
-            output = engine.write_partitioned(kept, target, PARTITION_COL, parts=range(n_parts), unique_key=("id",))
+            output = engine.write_partitioned(
+                valid,
+                target,
+                PARTITION_COL,
+                parts=range(n_parts),
+                within_part=lambda part: latest_per_id(session, part, "last_seen", COLUMNS[1:-1]),
+                unique_key=("id",),
+            )
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 
 
@@ -182,13 +188,22 @@ def latest_per_id(
     recency: str,
     tiebreak: Sequence[str | Any],
 ) -> engine.DataFrame:
-    """One row per id: latest `recency` first, then the smallest `tiebreak` values (nulls last)."""
+    """One row per id: latest `recency` first, then the smallest `tiebreak` values (nulls last).
+
+    Only the rows of an id that repeats are ranked; the others are kept as they are. Ranking sorts by
+    every tiebreak column, and a small share of ids repeat: ranking all of step 2's rows took 2.5 s of
+    each part's 4.3 s at 10M rows (its tiebreak is 18 columns, one a list joined into text).
+    """
     F, Window = engine.functions(session), engine.window(session)
     keys = [F.col(c) if isinstance(c, str) else c for c in tiebreak]
     order = [F.col(recency).desc_nulls_last(), *(k.asc_nulls_last() for k in keys)]
     # The part goes with the id (it is the id's bucket); naming it lets a part be ranked on its own.
-    ranked = df.withColumn("_rank", F.row_number().over(Window.partitionBy(PARTITION_COL, "id").orderBy(*order)))
-    return ranked.where(F.col("_rank") == F.lit(1)).drop("_rank")
+    key = [PARTITION_COL, "id"]
+    repeated = df.groupBy(*key).agg(F.count(F.lit(1)).alias("_rows")).where(F.col("_rows") > F.lit(1)).select(*key)
+    once = df.join(repeated, on=key, how="left_anti")
+    ranking = Window.partitionBy(*key).orderBy(*order)
+    ranked = df.join(repeated, on=key, how="left_semi").withColumn("_rank", F.row_number().over(ranking))
+    return once.unionByName(ranked.where(F.col("_rank") == F.lit(1)).drop("_rank"))
 
 
 def split_result(target: str, output: engine.PartitionedOutput, *, files: int, read: int, rejected: int) -> JobResult:

@@ -470,12 +470,25 @@ def measure_table(df: Any, table: str, *, key: str = "id", partition_col: str = 
     )
 
 
-def measure_match(addressable: Any, infobase: Any, *, partition_col: str = PARTITION_COLUMN) -> MatchMetrics:
-    """Distinct addressable ids, and how many of them have an infobase row in the same part."""
+def measure_match(
+    addressable: Any,
+    infobase: Any,
+    *,
+    partition_col: str = PARTITION_COLUMN,
+    measured: tuple[TableMetrics, TableMetrics] | None = None,
+) -> MatchMetrics:
+    """Distinct addressable ids, and how many of them have an infobase row in the same part.
+
+    `measured`: the two tables' own metrics, when taken. A table whose rows and distinct ids are equal
+    has one row per id (and no null id), so its ids are joined as they are, without the DISTINCT.
+    """
     F = engine.functions(_session_of(addressable))
     keys = [partition_col, "id"]
-    ids = addressable.select(*keys).where(F.col("id").isNotNull()).distinct()
-    known = infobase.select(*keys).where(F.col("id").isNotNull()).distinct().withColumn("_known", F.lit(1))
+    unique = [m is not None and m.rows == m.distinct_ids for m in (measured or (None, None))]
+    ids = addressable.select(*keys).where(F.col("id").isNotNull())
+    ids = ids if unique[0] else ids.distinct()
+    known = infobase.select(*keys).where(F.col("id").isNotNull())
+    known = (known if unique[1] else known.distinct()).withColumn("_known", F.lit(1))
     row = (
         ids.join(known, on=keys, how="left")
         .agg(F.count(F.lit(1)).alias("ids"), F.count("_known").alias("matched"))
@@ -734,7 +747,8 @@ def measure(invocation: StepInvocation) -> Snapshot:
             f"{prefix}infobase_attributes": measure_table(infobase, f"{prefix}infobase_attributes"),
             f"{prefix}addressable_ids_er": measure_table(er, f"{prefix}addressable_ids_er", key="record_id"),
         }
-        match = measure_match(addressable, infobase)
+        measured = (tables[f"{prefix}addressable_ids"], tables[f"{prefix}infobase_attributes"])
+        match = measure_match(addressable, infobase, measured=measured)
     return Snapshot(tables=tables, match=match)
 
 

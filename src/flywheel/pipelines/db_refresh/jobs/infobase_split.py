@@ -73,8 +73,14 @@ def run(invocation: StepInvocation) -> JobResult:
             F = engine.functions(session)
             tiebreak: list[Any] = [c for c in COLUMNS[2:] if c != "interests"]
             tiebreak += [F.col("interests").isNull(), F.array_join(F.col("interests"), "|")]
-            kept = latest_per_id(session, valid, "updated_at", tiebreak)
-            output = engine.write_partitioned(kept, target, PARTITION_COL, parts=range(n_parts), unique_key=("id",))
+            output = engine.write_partitioned(
+                valid,
+                target,
+                PARTITION_COL,
+                parts=range(n_parts),
+                within_part=lambda part: latest_per_id(session, part, "updated_at", tiebreak),
+                unique_key=("id",),
+            )
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 
 

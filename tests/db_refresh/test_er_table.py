@@ -18,7 +18,7 @@ import pytest
 
 from flywheel.invocation import JobError, StepInvocation
 from flywheel.pipelines.db_refresh import catalog, engine
-from flywheel.pipelines.db_refresh.jobs import create_er_table
+from flywheel.pipelines.db_refresh.jobs import addressable_split, create_er_table
 from flywheel.pipelines.db_refresh.jobs.create_er_table import MATCH_KEYS, VALID_TYPES
 
 N_PARTS = 4
@@ -108,15 +108,17 @@ def write_part_table(
     columns: Sequence[str],
     rows: Sequence[tuple[Any, ...]],
     unique_key: Sequence[str] = (),
+    canonical: Mapping[str, str] | None = None,
 ) -> None:
     """Bucket rows by id exactly as steps 1-2 do, write them as parts and register them (steps 3-4).
-    With `unique_key`, the commit declares one row per key, as steps 1-2 do."""
+    With `unique_key` and `canonical`, the commit declares one row per key and the columns' forms,
+    as step 1 does."""
     with engine.session_scope(params) as session:
         values = ", ".join("(" + ", ".join(_sql_value(v) for v in row) + ")" for row in rows)
         session._conn.execute(f"CREATE TABLE raw_{name} AS SELECT * FROM (VALUES {values}) v({', '.join(columns)})")
         df = session.table(f"raw_{name}").withColumn("id_part", engine.bucket(session, "id", N_PARTS))
         path = Path(params["split_root"]) / name
-        engine.write_partitioned(df, path, "id_part", unique_key=unique_key)
+        engine.write_partitioned(df, path, "id_part", unique_key=unique_key, canonical=canonical)
     catalog.register_table(params, f"{params['table_prefix']}{name}", path)
 
 
@@ -125,6 +127,7 @@ def make_lake(
     addressable: Sequence[tuple[Any, ...]],
     infobase: Sequence[tuple[Any, ...]],
     unique_key: Sequence[str] = (),
+    canonical: Mapping[str, str] | None = None,
 ) -> Lake:
     params: dict[str, Any] = {
         "engine": "duckdb",
@@ -141,7 +144,7 @@ def make_lake(
         "threads": 1,
         "temp_directory": str(root / "tmp"),
     }
-    write_part_table(params, "addressable_ids", ADDRESSABLE_COLUMNS, addressable, unique_key)
+    write_part_table(params, "addressable_ids", ADDRESSABLE_COLUMNS, addressable, unique_key, canonical)
     write_part_table(params, "infobase_attributes", INFOBASE_COLUMNS, infobase, unique_key)
     return Lake(root, params)
 
@@ -250,16 +253,45 @@ def test_tables_with_one_row_per_id_as_steps_1_and_2_write_them_give_the_same_re
     assert len(rows) == 4, "one record for each id that has an id and a match key"
 
 
-def test_tables_committed_with_one_row_per_id_are_taken_at_their_word(tmp_path: Path) -> None:
-    """Steps 1-2 declare one row per id in their manifests: the step neither counts nor ranks."""
-    one_per_id = list({row[0]: row for row in ADDRESSABLE}.values())
+def in_canonical_form(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An addressable row as step 1 writes it: keys trimmed, blanks null, hex and MAIDs lower-cased."""
+    values = dict(zip(ADDRESSABLE_COLUMNS, row, strict=True))
+    for key in ("hashed_email", "hashed_phone", "maid", "ip"):
+        text = _blank_to_none(values[key])
+        values[key] = text.lower() if text and key != "ip" else text
+    return tuple(values[c] for c in ADDRESSABLE_COLUMNS)
+
+
+def test_tables_committed_as_steps_1_and_2_declare_them_are_taken_at_their_word(tmp_path: Path) -> None:
+    """Steps 1-2 declare one row per id, and step 1 its keys' canonical forms, in their manifests:
+    the step neither counts, ranks nor normalises those keys again, and the records are the same."""
+    one_per_id = [in_canonical_form(row) for row in {row[0]: row for row in ADDRESSABLE}.values()]
     profiles = list({row[0]: row for row in INFOBASE}.values())
-    lake = make_lake(tmp_path, one_per_id, profiles, unique_key=("id",))
+    lake = make_lake(tmp_path, one_per_id, profiles, unique_key=("id",), canonical=addressable_split.CANONICAL)
 
     result = create_er_table.run(lake.invocation())
 
-    assert result.metrics["one_row_per_id_as_committed"] == {"addressable": True, "infobase": True}
+    taken = result.metrics["taken_as_committed"]
+    assert taken["one_row_per_id"] == {"addressable": True, "infobase": True}
+    assert taken["canonical_keys"] == ["hashed_email", "hashed_phone", "ip", "maid"]
     assert {r["record_id"]: r for r in lake.er_rows()} == expected_er_rows(one_per_id, profiles)
+
+
+def test_keys_declared_canonical_are_not_normalised_again(tmp_path: Path) -> None:
+    """The declaration is what saves the work, so it is what decides: a writer that declared a form
+    its values are not in gets them back as written (step 1 writes them through the same forms)."""
+    declared_but_raw = [
+        (pid(8), " AB08 ", None, None, None, None, "h8", T1),
+        (pid(9), "ab09", "PH09", "maid-9", "10.0.0.9", "02134", "h9", T2),
+    ]
+    lake = make_lake(
+        tmp_path, declared_but_raw, INFOBASE[:1], unique_key=("id",), canonical=addressable_split.CANONICAL
+    )
+
+    create_er_table.run(lake.invocation())
+
+    rows = {r["id"]: r for r in lake.er_rows()}
+    assert (rows[pid(8)]["hashed_email"], rows[pid(9)]["hashed_phone"]) == (" AB08 ", "PH09")
 
 
 def test_a_file_added_to_a_committed_part_is_not_covered_by_its_writers_word(tmp_path: Path) -> None:
@@ -267,7 +299,7 @@ def test_a_file_added_to_a_committed_part_is_not_covered_by_its_writers_word(tmp
     finds the repeat and keeps the newest record, as if nothing had been declared."""
     one_per_id = list({row[0]: row for row in ADDRESSABLE}.values())
     profiles = list({row[0]: row for row in INFOBASE}.values())
-    lake = make_lake(tmp_path, one_per_id, profiles, unique_key=("id",))
+    lake = make_lake(tmp_path, one_per_id, profiles, unique_key=("id",), canonical=addressable_split.CANONICAL)
     repeat = (pid(4), "EF04", "ph04", None, "192.168.0.4", "501", "h5", datetime(2025, 1, 1))  # same record, newer
     part = Path(lake.params["split_root"]) / "addressable_ids" / f"id_part={engine.bucket_of(pid(4), N_PARTS)}"
     typed = [
@@ -278,7 +310,9 @@ def test_a_file_added_to_a_committed_part_is_not_covered_by_its_writers_word(tmp
 
     result = create_er_table.run(lake.invocation())
 
-    assert result.metrics["one_row_per_id_as_committed"] == {"addressable": False, "infobase": True}
+    taken = result.metrics["taken_as_committed"]
+    assert taken["one_row_per_id"] == {"addressable": False, "infobase": True}
+    assert taken["canonical_keys"] == [], "the copied file's EF04 is lower-cased like any other"
     rows = lake.er_rows()
     assert {r["record_id"]: r for r in rows} == expected_er_rows([*one_per_id, repeat], profiles)
     assert [r["household_id"] for r in rows if r["id"] == pid(4)] == ["h5"], "the newer record is kept, once"

@@ -529,6 +529,8 @@ class PartitionedOutput:
     partitions: Mapping[int, PartitionStats] = field(default_factory=dict)
     unique_key: tuple[str, ...] = ()
     """Columns the writer guarantees hold no repeated value within a partition (steps 1-2: `id`)."""
+    canonical: Mapping[str, str] = field(default_factory=dict)
+    """Column -> the form (`canonical.FORMS`) the writer put every value of it in."""
 
     @property
     def rows(self) -> int:
@@ -560,6 +562,7 @@ class PartitionedOutput:
             columns=columns,
             partitions=parts,
             unique_key=unique_key,
+            canonical={str(k): str(v) for k, v in (body.get("canonical") or {}).items()},
         )
 
 
@@ -569,22 +572,23 @@ def read_manifest(path: str | os.PathLike[str]) -> PartitionedOutput | None:
     return PartitionedOutput.from_json(text) if text is not None else None
 
 
-def declared_unique(root: str, partition_col: str, values: Sequence[int], key: Sequence[str]) -> bool:
-    """Whether the writer of the output at `root` declared `key` unique within each partition, and the
-    partitions `values` still hold exactly the files it committed (same names and sizes), so that
-    nothing written there since, not even a file the manifest does not list, can have broken that.
+def intact_manifest(root: str, partition_col: str, values: Sequence[int]) -> PartitionedOutput | None:
+    """The manifest of the output at `root` when the partitions `values` still hold exactly the files
+    it lists (same names and sizes): what its writer declared about them (`unique_key`, `canonical`)
+    then still holds, since nothing was written there since, not even a file the manifest does not
+    list. None otherwise, and readers then check for themselves.
     """
     manifest = read_manifest(root)
-    if manifest is None or manifest.unique_key != tuple(key):
-        return False
+    if manifest is None:
+        return None
     present = storage.storage_for(root).partitions(root, partition_col)
     for value in values:
         committed, files = manifest.partitions.get(value), present.get(value, ())
         if committed is None or sorted(committed.files) != sorted(f.name for f in files):
-            return False
+            return None
         if committed.bytes != sum(f.size for f in files):
-            return False
-    return True
+            return None
+    return manifest
 
 
 def write_partitioned(
@@ -594,6 +598,7 @@ def write_partitioned(
     *,
     parts: Sequence[int] | None = None,
     unique_key: Sequence[str] = (),
+    canonical: Mapping[str, str] | None = None,
     within_part: Callable[[DataFrame], DataFrame] | None = None,
 ) -> PartitionedOutput:
     """Replace `path` with hive-style `partition_col=<int>/` Parquet directories, all or nothing.
@@ -609,8 +614,9 @@ def write_partitioned(
     in directory names (as Spark and Hive do), not inside the files. An `s3://` path is committed with
     the protocol in `storage` instead (`_write_partitioned_s3`).
 
-    `unique_key` is the caller's guarantee, recorded in the manifest, that those columns repeat no value
-    within a partition; readers check it with `declared_unique` instead of counting.
+    `unique_key` (those columns repeat no value within a partition) and `canonical` (the form each named
+    column is in) are the caller's guarantees, recorded in the manifest; readers take them from
+    `intact_manifest` instead of counting or normalising again.
 
     `within_part` is work that never crosses a partition (deduplicating by a key that includes the
     partition column, say): DuckDB applies it to one part's rows at a time, Spark to the whole frame.
@@ -618,7 +624,8 @@ def write_partitioned(
     one part: over the whole frame, DuckDB materialised the input once, all of it, for every part.
     """
     if storage.is_remote(path):
-        return _write_partitioned_s3(df, os.fspath(path), partition_col, parts, tuple(unique_key), within_part)
+        declared = {"unique_key": tuple(unique_key), "canonical": dict(canonical or {})}
+        return _write_partitioned_s3(df, os.fspath(path), partition_col, parts, declared, within_part)
     target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
@@ -629,7 +636,8 @@ def write_partitioned(
         else:
             _duckdb_copy(df, staging, partition_col, parts, within_part=within_part)
         staging.mkdir(parents=True, exist_ok=True)  # an empty frame writes nothing
-        output = replace(_describe_written(session, staging, target, partition_col), unique_key=tuple(unique_key))
+        written = _describe_written(session, staging, target, partition_col)
+        output = replace(written, unique_key=tuple(unique_key), canonical=dict(canonical or {}))
         (staging / MANIFEST).write_text(output.to_json())
         _swap_into_place(staging, target)
     finally:
@@ -786,7 +794,7 @@ def _write_partitioned_s3(
     target: str,
     partition_col: str,
     parts: Sequence[int] | None,
-    unique_key: tuple[str, ...],
+    declared: Mapping[str, Any],
     within_part: Callable[[DataFrame], DataFrame] | None,
 ) -> PartitionedOutput:
     """`write_partitioned` to S3: the engine writes a staging copy, `storage.S3Storage.commit` publishes it.
@@ -824,7 +832,7 @@ def _write_partitioned_s3(
                     bytes=sum(stored[k].size for k in keys),
                     etags=tuple(stored[k].etag or "" for k in keys),
                 )
-            committed = PartitionedOutput(target, partition_col, written.columns, parts, unique_key)
+            committed = PartitionedOutput(target, partition_col, written.columns, parts, **declared)
             outputs.append(committed)
             return committed.to_json()
 

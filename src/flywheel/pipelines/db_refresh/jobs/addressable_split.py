@@ -20,6 +20,7 @@ from typing import Any
 
 from flywheel.invocation import JobError, JobResult, StepInvocation
 from flywheel.pipelines.db_refresh import engine, storage
+from flywheel.pipelines.db_refresh.canonical import LOWER, TRIMMED, canonical
 from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error
 
 SOURCE = "addressable_ids"
@@ -35,6 +36,16 @@ SCHEMA: tuple[tuple[str, str], ...] = (
     ("last_seen", "TIMESTAMP"),
 )
 COLUMNS = tuple(name for name, _ in SCHEMA)
+CANONICAL: dict[str, str] = {
+    "id": LOWER,
+    "hashed_email": LOWER,
+    "hashed_phone": LOWER,
+    "maid": LOWER,
+    "ip": TRIMMED,
+    "zip": TRIMMED,
+    "household_id": TRIMMED,
+}
+"""The form each text column is written in; the manifest says so, for readers (step 5)."""
 ID_PATTERN = "^[0-9a-f]{64}$"
 REJECTED_PART = -1
 """Where a row without a valid id waits to be counted; it is never written."""
@@ -61,29 +72,16 @@ def run(invocation: StepInvocation) -> JobResult:
                 parts=range(n_parts),
                 within_part=lambda part: latest_per_id(session, part, "last_seen", COLUMNS[1:-1]),
                 unique_key=("id",),
+                canonical=CANONICAL,
             )
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 
 
 def normalise(session: engine.Session, raw: engine.DataFrame) -> engine.DataFrame:
-    """Lower-case hex, trimmed text, empty strings as null; zip stays text so leading zeros survive."""
+    """Lower-case hex, trimmed text, empty strings as null (`CANONICAL`); zip stays text so leading
+    zeros survive."""
     F = engine.functions(session)
-
-    def text(name: str, *, lower: bool = False) -> Any:
-        value = F.trim(F.col(name))
-        value = F.lower(value) if lower else value
-        return F.when(value == F.lit(""), F.lit(None)).otherwise(value).alias(name)
-
-    df = raw.select(
-        text("id", lower=True),
-        text("hashed_email", lower=True),
-        text("hashed_phone", lower=True),
-        text("maid", lower=True),
-        text("ip"),
-        text("zip"),
-        text("household_id"),
-        F.col("last_seen"),
-    )
+    df = raw.select(*[canonical(F, name, form).alias(name) for name, form in CANONICAL.items()], F.col("last_seen"))
     return df.withColumn("_valid", F.coalesce(F.col("id").rlike(ID_PATTERN), F.lit(False)))
 
 

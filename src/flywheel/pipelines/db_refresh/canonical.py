@@ -1,0 +1,28 @@
+"""The canonical text forms of db-refresh's columns, defined once for every step.
+
+Step 1 writes the addressable match keys in these forms and says so in its manifest; step 5 needs
+the same forms and takes a column as written when the manifest of the parts it reads says so (and
+the parts are still those files), instead of trimming and lower-casing ten million values again.
+A form is idempotent, so applying it to a column already in it changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TRIMMED = "trimmed"
+"""Surrounding spaces removed; blank is null."""
+LOWER = "trimmed-lower"
+"""TRIMMED, in lower case: hex hashes, MAIDs and ids."""
+FORMS = (TRIMMED, LOWER)
+
+
+def canonical(F: Any, column: Any, form: str) -> Any:
+    """`column` (a name or a column expression) in `form`, as a column expression of the engine's
+    functions module `F`."""
+    value = F.trim((F.col(column) if isinstance(column, str) else column).cast("string"))
+    if form == LOWER:
+        value = F.lower(value)
+    elif form != TRIMMED:
+        raise ValueError(f"unknown canonical form {form!r}; forms: {', '.join(FORMS)}")
+    return F.when(F.length(value) > 0, value)

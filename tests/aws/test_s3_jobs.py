@@ -81,16 +81,17 @@ def _run(job: Job, params: dict[str, Any], step: str, **extra: Any) -> JobResult
     return job(invocation)
 
 
-def _refresh(params: dict[str, Any]) -> None:
-    """Steps 1-7 in order, as the pipeline runs them (step 3 once per table)."""
+def _refresh(params: dict[str, Any]) -> JobResult:
+    """Steps 1-7 in order, as the pipeline runs them (step 3 once per table); step 5's result."""
     _run(addressable_split.run, params, "addressable-split-and-part")
     _run(infobase_split.run, params, "infobase-split-and-part")
     for table in SPLITS:
         _run(register_part_tables.run, params, "register-part-tables", table=table, storage_root=_split(params, table))
     _run(prepare_part_tables.run, params, "prepare-part-tables")
-    _run(create_er_table.run, params, "create-part-addressable-ids-er-table")
+    er_table = _run(create_er_table.run, params, "create-part-addressable-ids-er-table")
     _run(data_monitor_report.run, params, "generate-data-monitor-report")
     _run(cleanrooms_report.run, params, "generate-cleanrooms-report")
+    return er_table
 
 
 def _split(params: dict[str, Any], table: str) -> str:
@@ -163,8 +164,13 @@ def test_jobs_on_s3_commit_what_they_commit_locally(
     s3_params: dict[str, Any], local_refresh: dict[str, Any], tmp_path: Path
 ) -> None:
     params = s3_params
-    _refresh(params)
+    er_table = _refresh(params)
     local = local_refresh
+    # what steps 1-2 declared in their S3 manifests held, as the listing of the parts showed
+    assert er_table.metrics["taken_as_committed"] == {
+        "one_row_per_id": {"addressable": True, "infobase": True},
+        "canonical_keys": ["hashed_email", "hashed_phone", "ip", "maid"],
+    }
 
     for table in SPLITS:
         here, there = _split(local, table), _split(params, table)

@@ -624,8 +624,9 @@ def write_partitioned(
     one part: over the whole frame, DuckDB materialised the input once, all of it, for every part.
     """
     if storage.is_remote(path):
-        declared = {"unique_key": tuple(unique_key), "canonical": dict(canonical or {})}
-        return _write_partitioned_s3(df, os.fspath(path), partition_col, parts, declared, within_part)
+        return _write_partitioned_s3(
+            df, os.fspath(path), partition_col, parts, tuple(unique_key), dict(canonical or {}), within_part
+        )
     target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
@@ -803,7 +804,8 @@ def _write_partitioned_s3(
     target: str,
     partition_col: str,
     parts: Sequence[int] | None,
-    declared: Mapping[str, Any],
+    unique_key: tuple[str, ...],
+    canonical: Mapping[str, str],
     within_part: Callable[[DataFrame], DataFrame] | None,
 ) -> PartitionedOutput:
     """`write_partitioned` to S3: the engine writes a staging copy, `storage.S3Storage.commit` publishes it.
@@ -841,7 +843,7 @@ def _write_partitioned_s3(
                     bytes=sum(stored[k].size for k in keys),
                     etags=tuple(stored[k].etag or "" for k in keys),
                 )
-            committed = PartitionedOutput(target, partition_col, written.columns, parts, **declared)
+            committed = PartitionedOutput(target, partition_col, written.columns, parts, unique_key, canonical)
             outputs.append(committed)
             return committed.to_json()
 

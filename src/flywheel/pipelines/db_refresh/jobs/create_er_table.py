@@ -375,21 +375,23 @@ KEY_FORMS: Mapping[str, str] = {"hashed_email": LOWER, "hashed_phone": LOWER, "m
 """The form of each match key but zip (see `canonical`)."""
 
 
-def normalised_keys(F: Any, written_in: Mapping[str, str] | None = None) -> dict[str, Any]:
+def keys_in_form(manifest: engine.PartitionedOutput | None) -> frozenset[str]:
+    """The match keys an addressable table's intact manifest declares already in their `KEY_FORMS`."""
+    written_in = manifest.canonical if manifest else {}
+    return frozenset(name for name, form in KEY_FORMS.items() if written_in.get(name) == form)
+
+
+def normalised_keys(F: Any, in_form: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The canonical form of each match key, as column expressions over the raw addressable row.
 
     Hashes and MAIDs are case-insensitive hex, so lower-cased; a zip keeps its five digits and
     leading zeros (`2134` lost its zero in a spreadsheet: `02134`; ZIP+4 is cut to five); anything
-    that is not a zip becomes null rather than a key that matches nothing. A key that `written_in`
-    (column -> form, from the part table's intact manifest) says is in its form already is taken as
-    it is: normalising the four again was a sixth of this step's work at 10M rows.
+    that is not a zip becomes null rather than a key that matches nothing. A key in `in_form` (see
+    `keys_in_form`) is taken as it is: normalising the four again was a sixth of this step's work at
+    10M rows.
     """
-    written_in = written_in or {}
     zip_digits = F.regexp_extract(F.trim(F.col("zip").cast("string")), _ZIP, 1)
-    keys = {
-        name: F.col(name) if written_in.get(name) == form else canonical(F, name, form)
-        for name, form in KEY_FORMS.items()
-    }
+    keys = {name: F.col(name) if name in in_form else canonical(F, name, form) for name, form in KEY_FORMS.items()}
     keys["zip"] = F.when(F.length(zip_digits) > 0, F.lpad(zip_digits, 5, "0"))
     return keys
 
@@ -429,7 +431,7 @@ def build_er_table(
 
     # Each side is a short chain (normalise, rank repeats, keep the first): SQLFrame re-plans the
     # whole chain on every operation, so a short chain keeps planning cheap as well.
-    keys = normalised_keys(F, as_committed[0].canonical if as_committed[0] else None)
+    keys = normalised_keys(F, keys_in_form(as_committed[0]))
     present_id = F.when(F.length(F.trim(F.col("id"))) > 0, F.col("id"))
     record_id = F.sha2(F.concat_ws(_SEPARATOR, F.col("id"), *[F.coalesce(k, F.lit("")) for k in keys.values()]), 256)
     # A record is its id and normalised keys, which `record_id` hashes: one narrow key to partition
@@ -570,9 +572,7 @@ def run(invocation: StepInvocation) -> JobResult:
             "registered_as": registered,
             "taken_as_committed": {
                 "one_row_per_id": {"addressable": one_row_per_id(declared[0]), "infobase": one_row_per_id(declared[1])},
-                "canonical_keys": sorted(
-                    k for k, f in KEY_FORMS.items() if declared[0] and declared[0].canonical.get(k) == f
-                ),
+                "canonical_keys": sorted(keys_in_form(declared[0])),
             },
         },
     )

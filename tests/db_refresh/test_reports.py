@@ -220,6 +220,33 @@ def test_the_match_counts_each_id_once_when_a_table_repeats_ids(tmp_path: Path) 
         assert measure_match(unique, infobase, measured=measured_unique) == MatchMetrics(2, 1)
 
 
+@pytest.mark.parametrize(
+    "rows",
+    [
+        pytest.param([(0, "a"), (0, "a"), (1, "b"), (1, "d"), (2, None), (3, "e")], id="each id in one part"),
+        pytest.param([(0, "a"), (0, "a"), (1, "a"), (1, "b"), (2, None), (2, "c"), (3, "c")], id="ids in two parts"),
+    ],
+)
+def test_distinct_ids_per_part_and_overall_are_the_counts_by_hand(
+    tmp_path: Path, rows: list[tuple[int, str | None]]
+) -> None:
+    """Part distinct counts add up to the table's only when no id crosses parts; when ids do, the
+    report says how many (the bucketing is broken) and each part still counts its own ids."""
+    params = {"engine": "duckdb", "memory_limit": "1GB", "threads": 1, "temp_directory": str(tmp_path)}
+    ids_of_part: dict[int, set[str]] = {}
+    for part, id_ in rows:
+        ids_of_part.setdefault(part, set()).update([id_] if id_ else [])
+    all_ids = set().union(*ids_of_part.values())
+    with engine.session_scope(params) as session:
+        metrics = measure_table(session.createDataFrame(rows, ["id_part", "id"]), "t")
+
+    assert {n: p.distinct_ids for n, p in metrics.parts.items()} == {n: len(s) for n, s in ids_of_part.items()}
+    assert {n: p.rows for n, p in metrics.parts.items()} == dict(Counter(part for part, _ in rows))
+    assert (metrics.rows, metrics.distinct_ids, metrics.distinct_keys) == (len(rows), len(all_ids), len(all_ids))
+    assert metrics.ids_in_several_parts == sum(len(s) for s in ids_of_part.values()) - len(all_ids)
+    assert metrics.missing["id"] == 1
+
+
 def test_drift_arithmetic_on_hand_made_metrics() -> None:
     def snapshot(rows: int, missing_email: int, matched: int) -> Snapshot:
         part = PartMetrics(rows=rows, distinct_ids=rows, missing={"id": 0, "hashed_email": missing_email})

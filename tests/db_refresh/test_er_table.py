@@ -173,12 +173,12 @@ def shared(built: Lake, tmp_path: Path) -> Lake:
 
 
 def _blank_to_none(value: Any) -> str | None:
-    text = None if value is None else str(value).strip()
+    text = None if value is None else str(value).strip(" ")
     return text or None
 
 
 def normalise(row: Mapping[str, Any]) -> tuple[str | None, ...]:
-    zip_match = re.fullmatch(r"([0-9]{3,5})(-?[0-9]{4})?", (row["zip"] or "").strip())
+    zip_match = re.fullmatch(r"([0-9]{3,5})(-?[0-9]{4})?", (row["zip"] or "").strip(" "))
 
     def lower(value: str | None) -> str | None:
         return value.lower() if value else None
@@ -200,7 +200,7 @@ def expected_er_rows(
     for raw in addressable:
         row = dict(zip(ADDRESSABLE_COLUMNS, raw, strict=True))
         keys = normalise(row)
-        if not str(row["id"]).strip() or all(k is None for k in keys):
+        if not str(row["id"]).strip(" ") or all(k is None for k in keys):
             continue
         candidate = {"id": row["id"], **dict(zip(MATCH_KEYS, keys, strict=True))}
         candidate.update(household_id=row["household_id"], last_seen=row["last_seen"])

@@ -21,6 +21,7 @@ import pytest
 from conftest import Lake
 from flywheel.invocation import JobError
 from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh.canonical import LOWER, TRIMMED, canonical
 from flywheel.pipelines.db_refresh.jobs.addressable_split import COLUMNS as ADDRESSABLE
 from flywheel.pipelines.db_refresh.jobs.infobase_split import COLUMNS as INFOBASE
 from flywheel.pipelines.db_refresh.sample_data import Fault, generate
@@ -36,7 +37,7 @@ def part_of(identifier: str, n: int) -> int:
 def text(value: Any, case: str = "") -> Any:
     if value is None or not isinstance(value, str):
         return value
-    value = value.strip()
+    value = value.strip(" ")  # spaces only, as Spark's trim
     value = value.lower() if case == "lower" else value.upper() if case == "upper" else value
     return value or None
 
@@ -151,6 +152,17 @@ def test_normalisation_lowers_ids_and_keeps_zip_codes_as_text(split_lake: Lake) 
     assert all(HEX64.match(r["id"]) for r in rows)
     zips = [r["zip"] for r in rows if r["zip"] is not None]
     assert any(z.startswith("0") for z in zips) and all(len(z) == 5 for z in zips)
+
+
+def test_canonical_forms_cut_surrounding_spaces_only_and_make_blanks_null() -> None:
+    """A tab or a space inside a value is data; a value only trimmed when a space starts or ends it."""
+    values = [" AbC ", "abc", "ABC", "  ", "", None, "\tabc", "a b", " \tx ", "x\u00a0"]
+    with engine.session_scope({"threads": 1, "memory_limit": "512MB"}) as session:
+        F = engine.functions(session)
+        df = session.createDataFrame([(i, v) for i, v in enumerate(values)], "i int, v string")
+        rows = df.select("i", canonical(F, "v", LOWER).alias("lower"), canonical(F, "v", TRIMMED).alias("trimmed"))
+        got = {r["i"]: (r["lower"], r["trimmed"]) for r in rows.collect()}
+    assert got == {i: (text(v, "lower"), text(v)) for i, v in enumerate(values)}
 
 
 @pytest.mark.parametrize("n", [7, 16, 64])

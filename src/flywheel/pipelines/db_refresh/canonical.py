@@ -20,9 +20,20 @@ FORMS = (TRIMMED, LOWER)
 def canonical(F: Any, column: Any, form: str) -> Any:
     """`column` (a name or a column expression) in `form`, as a column expression of the engine's
     functions module `F`."""
-    value = F.trim((F.col(column) if isinstance(column, str) else column).cast("string"))
+    value = trimmed(F, (F.col(column) if isinstance(column, str) else column).cast("string"))
     if form == LOWER:
         value = F.lower(value)
     elif form != TRIMMED:
         raise ValueError(f"unknown canonical form {form!r}; forms: {', '.join(FORMS)}")
-    return F.when(F.length(value) > 0, value)
+    return F.when(value != F.lit(""), value)
+
+
+def trimmed(F: Any, value: Any) -> Any:
+    """`value` without the spaces around it: trimmed only when it starts or ends with a space.
+
+    DuckDB's `trim` copies every value it is given: on step 1's ten million rows, trimming seven
+    columns cost more than reading them, while a first-and-last-character test costs a tenth of
+    that. The test is for a space (' '), which is what Spark's `trim` removes, so both engines
+    leave other characters alone unless a space comes first or last.
+    """
+    return F.when(value.startswith(" ") | value.endswith(" "), F.trim(value)).otherwise(value)

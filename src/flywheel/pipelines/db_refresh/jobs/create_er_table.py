@@ -46,7 +46,7 @@ import yaml
 
 from flywheel.invocation import JobError, JobResult, StepInvocation
 from flywheel.pipelines.db_refresh import catalog, engine, storage
-from flywheel.pipelines.db_refresh.canonical import LOWER, TRIMMED, canonical
+from flywheel.pipelines.db_refresh.canonical import LOWER, TRIMMED, canonical, trimmed
 
 log = logging.getLogger(__name__)
 
@@ -390,9 +390,9 @@ def normalised_keys(F: Any, in_form: frozenset[str] = frozenset()) -> dict[str, 
     `keys_in_form`) is taken as it is: normalising the four again was a sixth of this step's work at
     10M rows.
     """
-    zip_digits = F.regexp_extract(F.trim(F.col("zip").cast("string")), _ZIP, 1)
+    zip_digits = F.regexp_extract(trimmed(F, F.col("zip").cast("string")), _ZIP, 1)
     keys = {name: F.col(name) if name in in_form else canonical(F, name, form) for name, form in KEY_FORMS.items()}
-    keys["zip"] = F.when(F.length(zip_digits) > 0, F.lpad(zip_digits, 5, "0"))
+    keys["zip"] = F.when(zip_digits != F.lit(""), F.lpad(zip_digits, 5, "0"))
     return keys
 
 
@@ -432,7 +432,7 @@ def build_er_table(
     # Each side is a short chain (normalise, rank repeats, keep the first): SQLFrame re-plans the
     # whole chain on every operation, so a short chain keeps planning cheap as well.
     keys = normalised_keys(F, keys_in_form(as_committed[0]))
-    present_id = F.when(F.length(F.trim(F.col("id"))) > 0, F.col("id"))
+    present_id = F.when(trimmed(F, F.col("id")) != F.lit(""), F.col("id"))
     record_id = F.sha2(F.concat_ws(_SEPARATOR, F.col("id"), *[F.coalesce(k, F.lit("")) for k in keys.values()]), 256)
     # A record is its id and normalised keys, which `record_id` hashes: one narrow key to partition
     # by instead of seven strings (the window sorts by it; a third of the cost at 2M rows).

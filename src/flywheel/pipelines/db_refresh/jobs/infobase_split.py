@@ -17,6 +17,7 @@ from typing import Any
 
 from flywheel.invocation import JobResult, StepInvocation
 from flywheel.pipelines.db_refresh import engine, storage
+from flywheel.pipelines.db_refresh.canonical import trimmed
 from flywheel.pipelines.db_refresh.jobs.addressable_split import (
     ID_PATTERN,
     PARTITION_COL,
@@ -91,7 +92,7 @@ def normalise(session: engine.Session, raw: engine.DataFrame) -> engine.DataFram
     for name, kind in SCHEMA:
         value = F.col(name).cast(kind)
         if kind == "string":
-            value = F.trim(value)
+            value = trimmed(F, value)
             value = F.upper(value) if name in _UPPER else F.lower(value) if name in _LOWER else value
             value = F.when(value == F.lit(""), F.lit(None)).otherwise(value)
         columns.append(value.alias(name))

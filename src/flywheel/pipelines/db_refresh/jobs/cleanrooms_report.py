@@ -124,7 +124,9 @@ def _is_list(dtype: str) -> bool:
 def count_segments(df: Any, config: CleanroomsConfig) -> tuple[list[Segment], int, int]:
     """Published segments (>= k distinct ids), the number suppressed and the number of segments.
 
-    The k filter runs in the engine: suppressed counts are never collected.
+    The k filter runs in the engine: a suppressed segment's count is never collected, only that the
+    segment exists (its count comes back null). One aggregation answers both: counting the segments
+    in a second query computed every segment's distinct ids twice.
     """
     F = engine.functions(df.sparkSession if hasattr(df, "sparkSession") else df.session)
     keyed = df.select(
@@ -132,15 +134,14 @@ def count_segments(df: Any, config: CleanroomsConfig) -> tuple[list[Segment], in
         *[F.coalesce(F.col(d).cast("string"), F.lit(UNKNOWN)).alias(d) for d in config.dimensions],
     )
     sizes = keyed.groupBy(*config.dimensions).agg(F.countDistinct("id").alias(MEASURE))
-    published_rows = sizes.filter(F.col(MEASURE) >= F.lit(config.min_k)).collect()
-    summary = sizes.agg(
-        F.count(F.lit(1)).alias("segments"),
-        F.sum(F.when(F.col(MEASURE) < F.lit(config.min_k), 1).otherwise(0)).alias("suppressed"),
-    ).collect()[0]
+    at_least_k = F.when(F.col(MEASURE) >= F.lit(config.min_k), F.col(MEASURE))
+    rows = sizes.select(*config.dimensions, at_least_k.alias(MEASURE)).collect()
     published = sorted(
-        Segment(tuple(str(row[d]) for d in config.dimensions), int(row[MEASURE])) for row in published_rows
+        Segment(tuple(str(row[d]) for d in config.dimensions), int(row[MEASURE]))
+        for row in rows
+        if row[MEASURE] is not None
     )
-    return published, int(summary["suppressed"] or 0), int(summary["segments"] or 0)
+    return published, len(rows) - len(published), len(rows)
 
 
 def publishable(segments: Sequence[Segment], min_k: int) -> list[Segment]:

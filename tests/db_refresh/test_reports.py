@@ -28,7 +28,8 @@ from flywheel.pipelines.db_refresh.jobs import (
     prepare_part_tables,
     register_part_tables,
 )
-from flywheel.pipelines.db_refresh.jobs.data_monitor_report import (
+from flywheel.pipelines.db_refresh.jobs.data_monitor_report import measure_match, measure_table, parse_settings
+from flywheel.pipelines.db_refresh.monitor_checks import (
     MatchMetrics,
     MonitorSettings,
     PartMetrics,
@@ -36,9 +37,6 @@ from flywheel.pipelines.db_refresh.jobs.data_monitor_report import (
     Status,
     TableMetrics,
     evaluate,
-    measure_match,
-    measure_table,
-    parse_settings,
 )
 
 N_PARTS = 4

@@ -74,6 +74,14 @@ def timed(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     return {"wall_s": round(wall, 1), "peak_tree_gib": round(peak / 2**30, 2)}
 
 
+def cpu_probe() -> float:
+    """Seconds for a fixed pure-Python loop: this VM's speed drifts by up to half between minutes, so
+    every result carries the probe taken before and after it (~0.58 s at the VM's best)."""
+    start = time.perf_counter()
+    sum(range(30_000_000))
+    return round(time.perf_counter() - start, 2)
+
+
 def generate(home: Path, rows: int, env: dict[str, str]) -> float:
     start = time.perf_counter()
     subprocess.run(
@@ -89,10 +97,7 @@ RAW_STEP1 = """
 SET memory_limit = '4GB'; SET threads = 1; SET preserve_insertion_order = false;
 COPY (
   WITH clean AS (
-    SELECT nullif(lower(trim(id)), '') AS id, nullif(lower(trim(hashed_email)), '') AS hashed_email,
-           nullif(lower(trim(hashed_phone)), '') AS hashed_phone, nullif(lower(trim(maid)), '') AS maid,
-           nullif(trim(ip), '') AS ip, nullif(trim(zip), '') AS zip, nullif(trim(household_id), '') AS household_id,
-           last_seen
+    SELECT {clean_columns}, last_seen
     FROM read_csv('{files}', header = true, auto_detect = false,
                   columns = {{'id': 'VARCHAR', 'hashed_email': 'VARCHAR', 'hashed_phone': 'VARCHAR',
                              'maid': 'VARCHAR', 'ip': 'VARCHAR', 'zip': 'VARCHAR', 'household_id': 'VARCHAR',
@@ -107,11 +112,23 @@ COPY (
 """
 
 
+def _trimmed(column: str, lower: bool) -> str:
+    """Step 1's canonical forms (`canonical.py`): spaces cut only where one starts or ends the value."""
+    value = f"CASE WHEN starts_with({column}, ' ') OR ends_with({column}, ' ') THEN trim({column}) ELSE {column} END"
+    return f"nullif({'lower(' + value + ')' if lower else value}, '') AS {column}"
+
+
+CLEAN_COLUMNS = ", ".join(
+    _trimmed(column, lower=column in ("id", "hashed_email", "hashed_phone", "maid"))
+    for column in ("id", "hashed_email", "hashed_phone", "maid", "ip", "zip", "household_id")
+)
+
+
 def raw_step1(home: Path, n_parts: int) -> dict[str, Any]:
     target = home / "raw-copy"
     shutil.rmtree(target, ignore_errors=True)
     files = str(home / "data" / "raw" / "addressable_ids" / "*.csv.gz")
-    sql = RAW_STEP1.format(files=files, n=n_parts, target=target)
+    sql = RAW_STEP1.format(files=files, n=n_parts, target=target, clean_columns=CLEAN_COLUMNS)
     code = f"import duckdb; duckdb.connect().execute({sql!r})"
     return timed([sys.executable, "-c", code], dict(os.environ))
 
@@ -123,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="fw-pipeline-bench-"))
     env = {**os.environ, "FLYWHEEL_HOME": str(home)}
-    result: dict[str, Any] = {"rows": args.rows, "load_before": os.getloadavg()[0]}
+    result: dict[str, Any] = {"rows": args.rows, "load_before": os.getloadavg()[0], "cpu_probe_before_s": cpu_probe()}
     try:
         result["generate_s"] = round(generate(home, args.rows, env), 1)
         if args.step1:
@@ -134,6 +151,7 @@ def main() -> None:
         else:
             result["pipeline"] = timed([*FLYWHEEL, "run", "db-refresh"], env)
         result["load_after"] = os.getloadavg()[0]
+        result["cpu_probe_after_s"] = cpu_probe()
     finally:
         shutil.rmtree(home, ignore_errors=True)
     print(json.dumps(result), flush=True)

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -124,6 +125,16 @@ CLEAN_COLUMNS = ", ".join(
 )
 
 
+def step_seconds(home: Path) -> dict[str, float]:
+    """Each step's duration in the last run, as the journal recorded it (a context after `[`)."""
+    with sqlite3.connect(home / "journal.sqlite") as journal:
+        rows = journal.execute(
+            "SELECT step, context, json_extract(body, '$.duration') FROM events "
+            "WHERE kind = 'step_succeeded' AND run_id = (SELECT max(run_id) FROM events) ORDER BY seq"
+        ).fetchall()
+    return {f"{step}[{context}]" if context else step: round(seconds, 1) for step, context, seconds in rows}
+
+
 def raw_step1(home: Path, n_parts: int) -> dict[str, Any]:
     target = home / "raw-copy"
     shutil.rmtree(target, ignore_errors=True)
@@ -150,6 +161,7 @@ def main() -> None:
             result["step1_ratio"] = round(ratio, 2)
         else:
             result["pipeline"] = timed([*FLYWHEEL, "run", "db-refresh"], env)
+            result["steps_s"] = step_seconds(home)
         result["load_after"] = os.getloadavg()[0]
         result["cpu_probe_after_s"] = cpu_probe()
     finally:

@@ -19,6 +19,7 @@ import pytest
 
 from flywheel.invocation import JobError, StepInvocation
 from flywheel.pipelines.db_refresh import catalog, engine, sample_data
+from flywheel.pipelines.db_refresh.footers import PartFooters, read_part_footers
 from flywheel.pipelines.db_refresh.jobs import (
     addressable_split,
     cleanrooms_report,
@@ -243,6 +244,38 @@ def test_distinct_ids_per_part_and_overall_are_the_counts_by_hand(
     assert (metrics.rows, metrics.distinct_ids, metrics.distinct_keys) == (len(rows), len(all_ids), len(all_ids))
     assert metrics.ids_in_several_parts == sum(len(s) for s in ids_of_part.values()) - len(all_ids)
     assert metrics.missing["id"] == 1
+
+
+def test_footers_settle_what_they_can_and_the_metrics_are_those_counted_from_the_data(tmp_path: Path) -> None:
+    """Rows and nulls come from the Parquet footers; a column that may hold blanks (its smallest
+    value is empty or starts with a space) or a list is still counted from the data."""
+    params = {"engine": "duckdb", "memory_limit": "1GB", "threads": 1, "temp_directory": str(tmp_path)}
+    rows = [
+        (0, "a", "x", "", " y", 1, ["k"]),
+        (0, "b", None, "  ", "z", None, []),
+        (1, "c", "w", "v", "u", 2, None),
+        (1, None, "w", None, None, None, ["m"]),
+        (2, "d", None, None, None, None, None),
+    ]
+    schema = "id_part int, id string, clean string, blanks string, spaced string, n int, tags array<string>"
+    parts = [0, 1, 2]
+    with engine.session_scope(params) as session:
+        engine.write_partitioned(session.createDataFrame(rows, schema), tmp_path / "t", "id_part")
+        table = engine.read_partitions(session, tmp_path / "t", "id_part", parts)
+        footers = read_part_footers(session, str(tmp_path / "t"), "id_part", parts, ["id", "clean", "blanks", "spaced"])
+        from_footers = measure_table(table, "t", footers=footers)
+        from_data = measure_table(table, "t")
+        told = footers or {}
+        lying = {n: PartFooters(f.rows, {**f.missing, "n": f.missing["n"] + 1}) for n, f in told.items()}
+        stale = {n: PartFooters(f.rows + 1, f.missing) for n, f in told.items()}
+        assert measure_table(table, "t", footers=lying).missing["n"] == 3 + 3, "what footers settle is taken"
+        assert measure_table(table, "t", footers=stale) == from_data, "footers that miscount rows are not"
+
+    assert from_footers == from_data
+    assert from_data.missing == {"id": 1, "clean": 2, "blanks": 4, "spaced": 2, "n": 3, "tags": 3}
+    assert {n: f.rows for n, f in (footers or {}).items()} == {0: 2, 1: 2, 2: 1}
+    settled = set.intersection(*(set(f.missing) for f in (footers or {}).values()))
+    assert settled == {"id", "clean", "n"}, "blanks and lists are left to the data"
 
 
 def test_drift_arithmetic_on_hand_made_metrics() -> None:

@@ -454,13 +454,7 @@ def read_partitions(
             uris = [storage.join(str(root), f"{partition_col}={v}", f) for v, names in files.items() for f in names]
             df = session.read.option("basePath", str(root)).parquet(*uris)
             return df.withColumn(partition_col, functions(session).col(partition_col).cast("int"))
-        scratch, s3 = _s3_scratch(session), storage.S3Storage()
-        for value, names in files.items():
-            for name in names:
-                storage.local_copy(scratch, storage.join(str(root), f"{partition_col}={value}", name), client=s3)
-        bucket, key = storage.split_uri(str(root))
-        root = scratch / bucket / key
-    dirs = [partition_dir(root, partition_col, v) for v in sorted(values)]
+    dirs = _local_partition_dirs(session, root, partition_col, values)
     if _is_spark(session):
         df = session.read.option("basePath", str(local_path(root))).parquet(*map(str, dirs))
         return df.withColumn(partition_col, functions(session).col(partition_col).cast("int"))
@@ -471,6 +465,50 @@ def read_partitions(
     return _duckdb_view(
         session, f"SELECT * FROM read_parquet([{globs}], hive_partitioning = true, hive_types = {types})"
     )
+
+
+def _local_partition_dirs(
+    session: Session, root: str | os.PathLike[str], partition_col: str, values: Sequence[int]
+) -> list[Path]:
+    """The listed partitions' directories; on S3, of local copies of the files the manifest lists."""
+    if storage.is_remote(root):
+        scratch, s3 = _s3_scratch(session), storage.S3Storage()
+        for value, names in _committed_files(str(root), partition_col, values).items():
+            for name in names:
+                storage.local_copy(scratch, storage.join(str(root), f"{partition_col}={value}", name), client=s3)
+        bucket, key = storage.split_uri(str(root))
+        root = scratch / bucket / key
+    return [partition_dir(root, partition_col, v) for v in sorted(values)]
+
+
+FooterRow = tuple[int, str, int, int, str, int | None, str | None]
+"""(part, file, row group, rows in the row group, column path, null count, smallest value as text)."""
+
+
+def parquet_footers(
+    session: Session, root: str | os.PathLike[str], partition_col: str, values: Sequence[int]
+) -> list[FooterRow] | None:
+    """The footer statistics of the listed partitions' files, a row per row group and column (nested
+    columns' paths are joined with ", "); None on Spark, which has no reader for them (see `footers`)."""
+    if _is_spark(session):
+        return None
+    files = [
+        (v, f)
+        for v, d in zip(sorted(values), _local_partition_dirs(session, root, partition_col, values), strict=True)
+        for f in sorted(d.glob("*.parquet"))
+    ]
+    if not files:
+        return []
+    part_of = {str(f): v for v, f in files}
+    listing = ", ".join(f"'{_sql_text(str(f))}'" for _, f in files)
+    found = session._conn.execute(
+        "SELECT file_name, row_group_id, row_group_num_rows, path_in_schema, stats_null_count, stats_min_value "
+        f"FROM parquet_metadata([{listing}])"
+    ).fetchall()
+    return [
+        (part_of[str(file)], str(file), int(group), int(rows), str(column), nulls, smallest)
+        for file, group, rows, column, nulls, smallest in found
+    ]
 
 
 def _committed_files(root: str, partition_col: str, values: Sequence[int]) -> dict[int, tuple[str, ...]]:

@@ -37,7 +37,9 @@ from typing import Any
 from flywheel.invocation import JobError, JobResult, StepInvocation
 from flywheel.pipelines.db_refresh import catalog, engine, storage
 from flywheel.pipelines.db_refresh import report_html as h
+from flywheel.pipelines.db_refresh.footers import PartFooters, read_part_footers
 from flywheel.pipelines.db_refresh.jobs.create_er_table import (
+    ER_TABLE,
     PARTITION_COLUMN,
     read_er_table,
 )
@@ -136,42 +138,25 @@ def _missing(F: Any, column: str, dtype: str) -> Any:
     return col.isNull()
 
 
-def measure_table(df: Any, table: str, *, key: str = "id", partition_col: str = PARTITION_COLUMN) -> TableMetrics:
-    """Rows and missing values per part in one aggregation; distinct ids per part and overall in another.
+def measure_table(
+    df: Any,
+    table: str,
+    *,
+    key: str = "id",
+    partition_col: str = PARTITION_COLUMN,
+    footers: Mapping[int, PartFooters] | None = None,
+) -> TableMetrics:
+    """Rows, distinct ids and keys and missing values per part.
 
-    Each id is grouped once, with the lowest and the highest part it occurs in. An id whose two are
-    equal lives in one part, so counting ids by their lowest part gives each part's distinct ids and
-    their sum the table's. Counting distinct (part, id) pairs and then distinct ids built two hash
-    tables of every id, a third of this step at 10M rows. Only a table whose ids cross parts (broken
-    bucketing, which fails an invariant) is counted part by part the slow way, so that the report
-    says how many ids are in several parts.
+    `footers` (see `footers.read_part_footers`), when given, are the account of `df`'s own files: the
+    rows and the missing values they settle are taken from them, and only the other columns are
+    counted from the data.
     """
     F = engine.functions(_session_of(df))
     dtypes = [(n, t) for n, t in engine.schema_of(df) if n != partition_col]
-    missing = [
-        F.sum(F.when(_missing(F, name, kind), 1).otherwise(0)).alias(f"m{i}") for i, (name, kind) in enumerate(dtypes)
-    ]
-    per_part = df.groupBy(partition_col).agg(F.count(F.lit(1)).alias("rows"), *missing).collect()
-    spans = (
-        df.where(F.col("id").isNotNull())
-        .groupBy("id")
-        .agg(F.min(partition_col).alias("lowest"), F.max(partition_col).alias("highest"))
-        .groupBy("lowest", "highest")
-        .agg(F.count(F.lit(1)).alias("ids"))
-        .collect()
-    )
-    distinct_ids = sum(int(row["ids"]) for row in spans)
-    ids_by_part: dict[int, int] = {}
-    for row in spans:
-        ids_by_part[int(row["lowest"])] = ids_by_part.get(int(row["lowest"]), 0) + int(row["ids"])
-    if any(row["lowest"] != row["highest"] for row in spans):
-        crossing = df.groupBy(partition_col).agg(F.countDistinct("id").alias("ids")).collect()
-        ids_by_part = {int(row[partition_col]): int(row["ids"]) for row in crossing}
-    parts: dict[int, PartMetrics] = {}
-    for row in per_part:
-        counts = {name: int(row[f"m{i}"] or 0) for i, (name, _) in enumerate(dtypes)}
-        part = int(row[partition_col])
-        parts[part] = PartMetrics(int(row["rows"]), ids_by_part.get(part, 0), counts)
+    parts = _rows_and_missing(df, partition_col, dtypes, footers)
+    ids_by_part, distinct_ids = _distinct_ids(df, partition_col)
+    parts = {n: PartMetrics(p.rows, ids_by_part.get(n, 0), p.missing) for n, p in parts.items()}
     distinct_keys = distinct_ids
     if key != "id":
         distinct_keys = int(df.agg(F.countDistinct(key).alias("keys")).collect()[0]["keys"] or 0)
@@ -184,6 +169,62 @@ def measure_table(df: Any, table: str, *, key: str = "id", partition_col: str = 
         parts=parts,
         missing={name: sum(p.missing.get(name, 0) for p in parts.values()) for name, _ in dtypes},
     )
+
+
+def _rows_and_missing(
+    df: Any, partition_col: str, dtypes: Sequence[tuple[str, str]], footers: Mapping[int, PartFooters] | None
+) -> dict[int, PartMetrics]:
+    """Each part's rows and missing values (distinct ids left at 0): from the footers where they
+    settle a column in every part, from one aggregation over the data for the rest. Footers that do
+    not agree with the data's own row counts are not used."""
+    known = footers or {}
+    names = [name for name, _ in dtypes]
+    settled = set(names).intersection(*(f.missing for f in known.values())) if known else set()
+    counted = [(name, kind) for name, kind in dtypes if name not in settled]
+    if known and not counted:
+        return {n: PartMetrics(f.rows, 0, {c: f.missing[c] for c in names}) for n, f in known.items()}
+    F = engine.functions(_session_of(df))
+    missing = [
+        F.sum(F.when(_missing(F, name, kind), 1).otherwise(0)).alias(f"m{i}") for i, (name, kind) in enumerate(counted)
+    ]
+    rows = df.groupBy(partition_col).agg(F.count(F.lit(1)).alias("rows"), *missing).collect()
+    if settled and {int(r[partition_col]): int(r["rows"]) for r in rows} != {n: f.rows for n, f in known.items()}:
+        return _rows_and_missing(df, partition_col, dtypes, None)
+    parts: dict[int, PartMetrics] = {}
+    for row in rows:
+        part = int(row[partition_col])
+        counts = {name: int(row[f"m{i}"] or 0) for i, (name, _) in enumerate(counted)}
+        counts = {c: counts[c] if c in counts else known[part].missing[c] for c in names}
+        parts[part] = PartMetrics(int(row["rows"]), 0, counts)
+    return parts
+
+
+def _distinct_ids(df: Any, partition_col: str) -> tuple[dict[int, int], int]:
+    """(distinct ids of each part, distinct ids of the table).
+
+    Each id is grouped once, with the lowest and the highest part it occurs in. An id whose two are
+    equal lives in one part, so counting ids by their lowest part gives each part's distinct ids and
+    their sum the table's. Counting distinct (part, id) pairs and then distinct ids built two hash
+    tables of every id, a third of this step at 10M rows. Only a table whose ids cross parts (broken
+    bucketing, which fails an invariant) is counted part by part the slow way, so that the report
+    says how many ids are in several parts.
+    """
+    F = engine.functions(_session_of(df))
+    spans = (
+        df.where(F.col("id").isNotNull())
+        .groupBy("id")
+        .agg(F.min(partition_col).alias("lowest"), F.max(partition_col).alias("highest"))
+        .groupBy("lowest", "highest")
+        .agg(F.count(F.lit(1)).alias("ids"))
+        .collect()
+    )
+    ids_by_part: dict[int, int] = {}
+    for row in spans:
+        ids_by_part[int(row["lowest"])] = ids_by_part.get(int(row["lowest"]), 0) + int(row["ids"])
+    if any(row["lowest"] != row["highest"] for row in spans):
+        crossing = df.groupBy(partition_col).agg(F.countDistinct("id").alias("ids")).collect()
+        ids_by_part = {int(row[partition_col]): int(row["ids"]) for row in crossing}
+    return ids_by_part, sum(int(row["ids"]) for row in spans)
 
 
 def measure_match(
@@ -459,13 +500,46 @@ def measure(invocation: StepInvocation) -> Snapshot:
         infobase = catalog.read_part_table(session, params, f"{prefix}infobase_attributes")
         er = read_er_table(session, str(params["er_root"]))
         tables = {
-            f"{prefix}addressable_ids": measure_table(addressable, f"{prefix}addressable_ids"),
-            f"{prefix}infobase_attributes": measure_table(infobase, f"{prefix}infobase_attributes"),
-            f"{prefix}addressable_ids_er": measure_table(er, f"{prefix}addressable_ids_er", key="record_id"),
+            f"{prefix}addressable_ids": measure_table(
+                addressable,
+                f"{prefix}addressable_ids",
+                footers=part_table_footers(session, params, f"{prefix}addressable_ids", addressable),
+            ),
+            f"{prefix}infobase_attributes": measure_table(
+                infobase,
+                f"{prefix}infobase_attributes",
+                footers=part_table_footers(session, params, f"{prefix}infobase_attributes", infobase),
+            ),
+            f"{prefix}addressable_ids_er": measure_table(
+                er, f"{prefix}addressable_ids_er", key="record_id", footers=er_table_footers(session, params, er)
+            ),
         }
         measured = (tables[f"{prefix}addressable_ids"], tables[f"{prefix}infobase_attributes"])
         match = measure_match(addressable, infobase, measured=measured)
     return Snapshot(tables=tables, match=match)
+
+
+def part_table_footers(
+    session: engine.Session, params: Mapping[str, Any], table: str, df: Any
+) -> dict[int, PartFooters] | None:
+    """The footers of a registered part table's registered partitions (none on Spark)."""
+    if engine.engine_name(params) == "spark":
+        return None
+    info = catalog.get_table(params, table)
+    return read_part_footers(session, info.storage_root, info.partition_col, info.partition_values, _text_columns(df))
+
+
+def er_table_footers(session: engine.Session, params: Mapping[str, Any], df: Any) -> dict[int, PartFooters] | None:
+    """The footers of the committed ER table's partitions, those `read_er_table` reads (none on Spark)."""
+    path = storage.join(str(params["er_root"]), ER_TABLE)
+    manifest = engine.read_manifest(path)
+    if manifest is None or engine.engine_name(params) == "spark":
+        return None
+    return read_part_footers(session, path, PARTITION_COLUMN, sorted(manifest.partitions), _text_columns(df))
+
+
+def _text_columns(df: Any) -> list[str]:
+    return [name for name, kind in engine.schema_of(df) if kind.lower() in ("string", "varchar", "text")]
 
 
 def run(invocation: StepInvocation) -> JobResult:

@@ -448,12 +448,11 @@ def read_partitions(
     This is how a part table reads only its registered partitions, whatever else is on disk. On S3 only
     the files the output's manifest lists are read (see `storage`); DuckDB reads local copies of them.
     """
-    if storage.is_remote(root):
+    if storage.is_remote(root) and _is_spark(session):
         files = _committed_files(str(root), partition_col, values)
-        if _is_spark(session):
-            uris = [storage.join(str(root), f"{partition_col}={v}", f) for v, names in files.items() for f in names]
-            df = session.read.option("basePath", str(root)).parquet(*uris)
-            return df.withColumn(partition_col, functions(session).col(partition_col).cast("int"))
+        uris = [storage.join(str(root), f"{partition_col}={v}", f) for v, names in files.items() for f in names]
+        df = session.read.option("basePath", str(root)).parquet(*uris)
+        return df.withColumn(partition_col, functions(session).col(partition_col).cast("int"))
     dirs = _local_partition_dirs(session, root, partition_col, values)
     if _is_spark(session):
         df = session.read.option("basePath", str(local_path(root))).parquet(*map(str, dirs))

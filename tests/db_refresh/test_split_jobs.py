@@ -21,7 +21,7 @@ import pytest
 from conftest import Lake
 from flywheel.invocation import JobError
 from flywheel.pipelines.db_refresh import engine
-from flywheel.pipelines.db_refresh.canonical import LOWER, TRIMMED, canonical
+from flywheel.pipelines.db_refresh.canonical import LOWER, TRIMMED, UPPER, canonical
 from flywheel.pipelines.db_refresh.jobs.addressable_split import COLUMNS as ADDRESSABLE
 from flywheel.pipelines.db_refresh.jobs.infobase_split import COLUMNS as INFOBASE
 from flywheel.pipelines.db_refresh.sample_data import Fault, generate
@@ -160,9 +160,10 @@ def test_canonical_forms_cut_surrounding_spaces_only_and_make_blanks_null() -> N
     with engine.session_scope({"threads": 1, "memory_limit": "512MB"}) as session:
         F = engine.functions(session)
         df = session.createDataFrame([(i, v) for i, v in enumerate(values)], "i int, v string")
-        rows = df.select("i", canonical(F, "v", LOWER).alias("lower"), canonical(F, "v", TRIMMED).alias("trimmed"))
-        got = {r["i"]: (r["lower"], r["trimmed"]) for r in rows.collect()}
-    assert got == {i: (text(v, "lower"), text(v)) for i, v in enumerate(values)}
+        forms = {"lower": LOWER, "trimmed": TRIMMED, "upper": UPPER}
+        rows = df.select("i", *[canonical(F, "v", form).alias(name) for name, form in forms.items()])
+        got = {r["i"]: (r["lower"], r["trimmed"], r["upper"]) for r in rows.collect()}
+    assert got == {i: (text(v, "lower"), text(v), text(v, "upper")) for i, v in enumerate(values)}
 
 
 @pytest.mark.parametrize("n", [7, 16, 64])

@@ -14,7 +14,9 @@ TRIMMED = "trimmed"
 """Surrounding spaces removed; blank is null."""
 LOWER = "trimmed-lower"
 """TRIMMED, in lower case: hex hashes, MAIDs and ids."""
-FORMS = (TRIMMED, LOWER)
+UPPER = "trimmed-upper"
+"""TRIMMED, in upper case: codes such as gender and state."""
+FORMS = (TRIMMED, LOWER, UPPER)
 
 
 def canonical(F: Any, column: Any, form: str) -> Any:
@@ -23,6 +25,8 @@ def canonical(F: Any, column: Any, form: str) -> Any:
     value = trimmed(F, (F.col(column) if isinstance(column, str) else column).cast("string"))
     if form == LOWER:
         value = F.lower(value)
+    elif form == UPPER:
+        value = F.upper(value)
     elif form != TRIMMED:
         raise ValueError(f"unknown canonical form {form!r}; forms: {', '.join(FORMS)}")
     return F.when(value != F.lit(""), value)

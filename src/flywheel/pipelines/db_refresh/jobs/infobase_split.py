@@ -17,7 +17,7 @@ from typing import Any
 
 from flywheel.invocation import JobResult, StepInvocation
 from flywheel.pipelines.db_refresh import engine, storage
-from flywheel.pipelines.db_refresh.canonical import trimmed
+from flywheel.pipelines.db_refresh.canonical import LOWER, TRIMMED, UPPER, canonical
 from flywheel.pipelines.db_refresh.jobs.addressable_split import (
     ID_PATTERN,
     PARTITION_COL,
@@ -92,9 +92,7 @@ def normalise(session: engine.Session, raw: engine.DataFrame) -> engine.DataFram
     for name, kind in SCHEMA:
         value = F.col(name).cast(kind)
         if kind == "string":
-            value = trimmed(F, value)
-            value = F.upper(value) if name in _UPPER else F.lower(value) if name in _LOWER else value
-            value = F.when(value == F.lit(""), F.lit(None)).otherwise(value)
+            value = canonical(F, value, UPPER if name in _UPPER else LOWER if name in _LOWER else TRIMMED)
         columns.append(value.alias(name))
     df = raw.select(*columns)
     return df.withColumn("_valid", F.coalesce(F.col("id").rlike(ID_PATTERN), F.lit(False)))

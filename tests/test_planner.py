@@ -245,8 +245,10 @@ def test_only_one_context_leaves_downstream_not_executed_instead_of_reusing_stal
     decided = plan(SPEC, PlanRequest(only=("register[addressable_ids]",), source_run=2), PlanInputs(source=state))
     assert decided.keys(Action.RUN) == (R3A,)
     assert actions(decided)["register[infobase_attributes]"] == "reuse"
-    assert actions(decided)["prepare"] == "skip"
-    assert "stale" in decided.by_key[StepKey("prepare")].reason
+    for step in ("prepare", "er", "monitor", "cleanrooms"):  # transitively: nothing built on the old 3 is reused
+        assert actions(decided)[step] == "skip", step
+        assert "stale" in decided.by_key[StepKey(step)].reason
+    assert not decided.complete
 
 
 def test_a_step_whose_dependency_neither_runs_nor_is_reusable_is_refused() -> None:

@@ -19,14 +19,25 @@ from types import FrameType
 from typing import Any
 
 from flywheel.errors import NotFound, UsageError
-from flywheel.events import Event, RunOutcome, RunStarted, StepMarked
+from flywheel.events import RunOutcome, RunStarted, StepMarked
 from flywheel.executors.base import Executor, create_executor
 from flywheel.journal import Journal, open_journal
 from flywheel.lock import Lock, RunLock, current_identity, holds_run
-from flywheel.planner import Action, Mode, Plan, PlanInputs, PlanRequest, Provenance, TimeSaved, check_request, plan
+from flywheel.planner import (
+    Action,
+    Mode,
+    Plan,
+    PlanInputs,
+    PlanRequest,
+    Provenance,
+    TimeSaved,
+    check_request,
+    parse_selectors,
+    plan,
+)
 from flywheel.runner import Fingerprinter, Observer, Overrides, Runner
 from flywheel.spec import EnvironmentSpec, Project, StepKey, load_project
-from flywheel.state import RunState, RunStatus, StepStatus, as_crashed, as_running, fold
+from flywheel.state import RunState, RunStatus, as_crashed, as_running, fold
 
 DEFAULT_HOME = ".flywheel"
 
@@ -118,13 +129,25 @@ def latest_successes(journal: Journal, pipeline: str, env: str) -> dict[StepKey,
     return out
 
 
+def recovered_by(journal: Journal, run_id: int) -> int | None:
+    """The first later run in `run_id`'s lineage (its resume, a resume of that, ...) that succeeded.
+
+    The one rule behind "already recovered": a second recovery would redo that run's work, so the CLI
+    needs `--again` for it and the dashboard refuses it.
+    """
+    for descendant, _ in journal.descendants(run_id):
+        if fold(descendant, journal.events(descendant)).status is RunStatus.SUCCEEDED:
+            return descendant
+    return None
+
+
 def find_resumable(session: Session, journal: Journal) -> RunState:
-    """The latest failed or interrupted run of this pipeline and environment."""
+    """The latest failed, interrupted or partial run of this pipeline and environment not yet recovered."""
     lock = session.lock()
     rows = journal.runs(session.pipeline, session.env_name, limit=50)
     for row in rows:
         state = load_state(journal, row.run_id, lock=lock)
-        if state.status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+        if state.status.resumable and recovered_by(journal, row.run_id) is None:
             return state
         if state.status is RunStatus.SUCCEEDED and row is rows[0]:
             raise UsageError(
@@ -186,6 +209,14 @@ def prepare(
                 fix=f"add --env {row.env} (and the pipeline) or name another run",
             )
         source = load_state(journal, request.source_run, lock=session.lock())
+        if request.mode is Mode.RESUME and not request.again:
+            recovered = recovered_by(journal, source.run_id)
+            if recovered is not None:
+                raise UsageError(
+                    f"run {source.run_id} was already recovered by run {recovered}; resuming it again would "
+                    f"redo that run's work",
+                    fix=f"see `flywheel status {recovered}`; to recover run {source.run_id} again anyway, add --again",
+                )
     elif request.mode is Mode.RESUME:
         source = find_resumable(session, journal)
         request = replace(request, source_run=source.run_id)
@@ -353,10 +384,12 @@ def dry_run(session: Session, request: PlanRequest, gather: PlanInputsHook = gat
 class RunView:
     session: Session
     state: RunState
+    recovered_by: int | None = None
 
     @property
     def resume_command(self) -> str | None:
-        if self.state.status not in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+        """Offered only where work is left and no later run already did it."""
+        if not self.state.status.resumable or self.recovered_by is not None:
             return None
         return f"flywheel resume {self.state.run_id}"
 
@@ -374,7 +407,8 @@ def status(session: Session, run_id: int | None = None) -> RunView:
         row = journal.run(run_id)
         if (row.pipeline, row.env) != (session.pipeline, session.env_name):
             session = replace(session, env_name=row.env)
-        return RunView(session=session, state=load_state(journal, run_id, lock=session.lock()))
+        state = load_state(journal, run_id, lock=session.lock())
+        return RunView(session=session, state=state, recovered_by=recovered_by(journal, run_id))
 
 
 def list_runs(session: Session, *, limit: int = 20, all_envs: bool = False) -> list[RunState]:
@@ -392,59 +426,94 @@ def list_runs(session: Session, *, limit: int = 20, all_envs: bool = False) -> l
 
 
 def log_files(session: Session, run_id: int, step: str | None = None) -> list[Path]:
-    """The per-attempt log files of a run (optionally of one step or `step[context]`), in order."""
+    """The per-attempt log files of a run (optionally of one step or `step[context]`), in order.
+
+    The step is read like every other selection (`planner.parse_selectors`), so an unknown step or
+    context is a usage error naming the valid ones, never an empty answer.
+    """
     with session.journal() as journal:
         journal.run(run_id)
-        state = fold(run_id, journal.events(run_id))
     folder = session.home / "logs" / f"run-{run_id}"
     files = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime) if folder.exists() else []
-    if step is not None:
-        key = StepKey.parse(step)
-        if key.step.isdigit() and int(key.step) in session.spec.by_number:
-            key = StepKey(session.spec.by_number[int(key.step)].id, key.context)
-        files = [
-            f
-            for f in files
-            if f.name.startswith(f"{key}.") or (key.context is None and f.name.startswith(f"{key.step}["))
-        ]
-        if not files and state.step(key).status is StepStatus.NOT_STARTED and key.step not in session.spec.by_id:
-            raise UsageError(f"unknown step {step!r}", fix="list steps with `flywheel steps`")
-    return files
+    if step is None:
+        return files
+    keys = parse_selectors(session.spec, [step], flag="--step")
+    return [f for f in files if any(f.name.startswith(f"{key}.") for key in keys)]
+
+
+@dataclass(frozen=True)
+class MarkResult:
+    """What `mark` recorded, what was already done, and whether a resume has work left."""
+
+    run_id: int
+    marked: tuple[StepMarked, ...]
+    already_done: tuple[StepKey, ...]
+    missing: Mapping[StepKey, tuple[str, ...]]  # declared outputs absent when marked (only with force)
+    resume_command: str | None
 
 
 def mark_succeeded(
-    session: Session, run_id: int, key_text: str, note: str, outputs: Sequence[Mapping[str, Any]] = ()
-) -> Event:
-    """Record a fix made outside flywheel so that a resume continues past the step."""
-    key = StepKey.parse(key_text)
-    if key.step.isdigit() and int(key.step) in session.spec.by_number:
-        key = StepKey(session.spec.by_number[int(key.step)].id, key.context)
-    if key not in session.spec.keys:
-        raise UsageError(
-            f"{key_text!r} is not a step of {session.pipeline}",
-            fix="valid keys: " + ", ".join(str(k) for k in session.spec.keys),
-        )
+    session: Session,
+    run_id: int,
+    key_text: str,
+    note: str,
+    outputs: Sequence[Mapping[str, Any]] = (),
+    *,
+    force: bool = False,
+) -> MarkResult:
+    """Record a fix made outside flywheel so that a resume continues past the step.
+
+    A step with contexts names one (`3[addressable_ids]`) or, by its number or id alone, all of them.
+    The declared outputs are fingerprinted as the operator left them: when one is missing the mark is
+    refused (a resume would reuse outputs that are not there and the next step would fail on them)
+    unless `force`; a later resume verifies marked outputs like any other and reruns the step when
+    they are still missing.
+    """
+    keys = parse_selectors(session.spec, [key_text], flag="STEP")
     if not note.strip():
         raise UsageError("a mark needs --note saying what was fixed", fix='add --note "what you did"')
     user, host = current_identity()
+    from flywheel.recovery import mark_records
+
     with session.journal() as journal:
         journal.run(run_id)
         with session.lock().acquire(run_id=run_id, command="mark"):
-            if not outputs:  # fingerprint the outputs as the operator left them, so a resume verifies them
-                from flywheel.recovery import mark_records
-
-                outputs = mark_records(session, key)
-            event = StepMarked(
-                run_id=run_id,
-                at=time.time(),
-                step=key.step,
-                context=key.context,
-                note=note,
-                user=f"{user}@{host}",
-                outputs=tuple(outputs),
+            state = fold(run_id, journal.events(run_id))
+            todo = [k for k in keys if not state.step(k).status.done]
+            records = {k: tuple(outputs) or mark_records(session, k) for k in todo}
+            missing = {k: tuple(str(r["uri"]) for r in rs if r.get("missing")) for k, rs in records.items()}
+            missing = {k: uris for k, uris in missing.items() if uris}
+            if missing and not force:
+                raise UsageError(
+                    f"cannot mark {', '.join(str(k) for k in missing)} succeeded: "
+                    f"{sum(len(u) for u in missing.values())} declared output(s) are not there",
+                    details=tuple(f"{k}: {uri} is missing" for k, uris in missing.items() for uri in uris),
+                    fix="produce the outputs first (or `flywheel resume` to rerun the step); add --force to "
+                    "record the mark anyway (a resume still checks them and reruns the step while they are missing)",
+                )
+            events = tuple(
+                StepMarked(
+                    run_id=run_id,
+                    at=time.time(),
+                    step=key.step,
+                    context=key.context,
+                    note=note,
+                    user=f"{user}@{host}",
+                    outputs=tuple({**r, "claimed": True} if r.get("missing") else r for r in records[key]),
+                )
+                for key in todo
             )
-            journal.append(event)
-    return event
+            journal.append(*events)
+            after = fold(run_id, journal.events(run_id))
+            later = recovered_by(journal, run_id)
+    command = f"flywheel resume {run_id}" if events and after.status.resumable and later is None else None
+    return MarkResult(
+        run_id=run_id,
+        marked=events,
+        already_done=tuple(k for k in keys if k not in todo),
+        missing=missing,
+        resume_command=command,
+    )
 
 
 def planned_summary(planned: PlannedRun) -> dict[str, Any]:

@@ -209,7 +209,7 @@ def _start(
         print_status(console, view)
     if result.outcome is None:
         raise typer.Exit(int(ExitCode.INTERRUPTED))
-    if result.outcome.value != "succeeded":
+    if result.outcome.value == "failed":  # a partial run did what was asked; `status` says what is left
         raise typer.Exit(int(ExitCode.STEP_FAILED))
 
 
@@ -321,6 +321,9 @@ def resume(
         bool, typer.Option("--reuse-stale", help="Keep steps whose code or inputs changed.")
     ] = False,
     note: NoteOpt = None,
+    again: Annotated[
+        bool, typer.Option("--again", help="Resume a run that a later run already recovered (redoes its work).")
+    ] = False,
     dry_run: DryOpt = False,
     as_json: JsonOpt = False,
     yes: YesOpt = False,
@@ -328,7 +331,7 @@ def resume(
     max_parallel: ParallelOpt = None,
     engine: EngineOpt = None,
 ) -> None:
-    """Continue a failed or interrupted run: reuse what finished, run what is left."""
+    """Continue a failed, interrupted or partial run: reuse what finished, run what is left."""
     from flywheel.errors import NotFound
     from flywheel.planner import Mode, PlanRequest
 
@@ -349,6 +352,7 @@ def resume(
         force=force,
         reuse_stale=reuse_stale,
         note=note,
+        again=again,
     )
     _start(
         session,
@@ -496,6 +500,9 @@ def mark(
     step: Annotated[str, typer.Argument(help="STEP or STEP[CONTEXT] (number or id).")],
     succeeded: Annotated[bool, typer.Option("--succeeded", help="Record the step as succeeded.")] = False,
     note: NoteOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Record the mark although declared outputs are missing.")
+    ] = False,
     pipeline: PipelineOpt = None,
     env: EnvOpt = None,
     home: HomeOpt = None,
@@ -508,9 +515,18 @@ def mark(
             "say what to record: --succeeded", fix=f'flywheel mark {run_id} {step} --succeeded --note "..."'
         )
     session = _session(pipeline, env, home, run_id)
-    event = api.mark_succeeded(session, run_id, step, note or "")
-    console.print(f"☑️  {event.key} marked succeeded in run {run_id}: {note}")
-    console.print(f"continue with:  flywheel resume {run_id}", style="bold cyan")
+    result = api.mark_succeeded(session, run_id, step, note or "", force=force)
+    for key in result.already_done:
+        console.print(f"{key} already succeeded in run {run_id}: nothing to mark")
+    for event in result.marked:
+        console.print(f"☑️  {event.key} marked succeeded in run {run_id}: {note}")
+    for key, uris in result.missing.items():
+        console.print(
+            f"⚠️  {key} was marked without {', '.join(uris)}: a resume reruns it while they are missing",
+            style="yellow",
+        )
+    if result.resume_command:
+        console.print(f"continue with:  {result.resume_command}", style="bold cyan")
 
 
 CORE_COMMANDS: dict[str, Callable[..., None]] = {

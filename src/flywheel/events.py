@@ -33,6 +33,7 @@ class EventKind(StrEnum):
 class RunOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    PARTIAL = "partial"  # nothing failed, but the plan left declared keys not executed (`--only`)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -280,6 +280,9 @@ def verify_record(record: Mapping[str, Any], params: Mapping[str, Any]) -> Outpu
     if "digest" not in record and not record.get("missing"):
         return done(CheckStatus.UNCHECKED, "no fingerprint recorded")
     now = fingerprint_output(uri, params)
+    if record.get("missing") and record.get("claimed") and now.get("missing"):
+        # marked succeeded while this output was absent: the mark's claim does not hold yet
+        return done(CheckStatus.MISSING, "declared but never produced (the step was marked succeeded without it)")
     if record.get("missing"):  # declared but not produced: nothing to lose
         return done(CheckStatus.UNCHECKED, "was not produced by the step")
     if now.get("missing"):

@@ -12,7 +12,15 @@ The rules, in one place:
   stale) and reruns the rest plus everything downstream of a rerun;
 - `--from-step S` reruns S and its downstream, reusing the source run for the rest;
 - `--only S` reruns exactly S; its downstream is left not executed, never reused (its inputs change);
+- a key is reused only when every key upstream of it is itself reused (or, with `--force`, skipped on
+  the operator's word): nothing downstream of a rerun, a stale skip or a key left not executed is
+  reused, however far down (`_tainted_by`);
+- a key cannot be both skipped and selected: `--skip-steps` that overlaps `--only` or `--from-step`
+  is a usage error naming both flags, and a `run` whose selection executes nothing is refused;
 - a step that runs needs each dependency to run or be reused, or the plan is refused.
+
+A run whose plan leaves keys not executed ends `partial`, never `succeeded` (`Plan.complete`): a
+resume of it runs what was left.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ class PlanRequest:
     force: bool = False
     reuse_stale: bool = False
     note: str | None = None
+    again: bool = False  # resume a run that a later run already recovered
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
@@ -110,6 +119,12 @@ class Plan:
 
     def keys(self, action: Action) -> tuple[StepKey, ...]:
         return tuple(d.key for d in self.decisions if d.action is action)
+
+    @property
+    def complete(self) -> bool:
+        """Every declared key either runs or is reused: if all that runs succeeds, the run is whole.
+        A plan that leaves keys not executed (`--only`, a forced skip) makes a `partial` run."""
+        return all(d.action is not Action.SKIP for d in self.decisions)
 
     def time_saved(self, spec: PipelineSpec) -> TimeSaved:
         reused = {d.key: d.source.duration for d in self.decisions if d.action is Action.REUSE and d.source}
@@ -237,15 +252,51 @@ def _descendants(spec: PipelineSpec, roots: Iterable[StepKey]) -> set[StepKey]:
     return out
 
 
-def check_request(spec: PipelineSpec, request: PlanRequest) -> None:
-    """Reject a malformed selection before anything is looked up or run."""
-    for flag, values in (("--skip-steps", request.skip), ("--only", request.only)):
-        if values:
-            parse_selectors(spec, values, flag=flag)
-    if request.from_step:
-        parse_selectors(spec, [request.from_step], flag="--from-step")
-    if request.only and request.from_step:
+@dataclass(frozen=True)
+class Selection:
+    """The keys each selection flag names, parsed once, with contradictions refused."""
+
+    skip: frozenset[StepKey]
+    only: frozenset[StepKey]
+    start: frozenset[StepKey]
+
+
+def select(spec: PipelineSpec, request: PlanRequest) -> Selection:
+    """Parse `--skip-steps`, `--only` and `--from-step`; a key both skipped and selected is a usage error."""
+    skip = frozenset(parse_selectors(spec, request.skip, flag="--skip-steps")) if request.skip else frozenset()
+    only = frozenset(parse_selectors(spec, request.only, flag="--only")) if request.only else frozenset()
+    start = (
+        frozenset(parse_selectors(spec, [request.from_step], flag="--from-step")) if request.from_step else frozenset()
+    )
+    if only and start:
         raise UsageError("--only and --from-step cannot be combined", fix="use one of them")
+    for flag, chosen in (("--only", only), ("--from-step", start)):
+        both = sorted(skip & chosen, key=spec.keys.index)
+        if both:
+            named = ", ".join(str(k) for k in both)
+            raise UsageError(
+                f"--skip-steps and {flag} both name {named}: a step cannot be skipped and run",
+                fix=f"drop {named} from one of the two flags",
+            )
+    return Selection(skip=skip, only=only, start=start)
+
+
+def check_request(spec: PipelineSpec, request: PlanRequest) -> None:
+    """Reject a malformed or contradictory selection before anything is looked up or run."""
+    select(spec, request)
+
+
+def _tainted_by(
+    spec: PipelineSpec, key: StepKey, decisions: Mapping[StepKey, StepDecision], vouched: Iterable[StepKey]
+) -> StepKey | None:
+    """The first upstream key whose outputs are not the ones `key` was built on: it runs in this plan,
+    or it is left not executed. `vouched` keys (skipped with `--force`) stand on the operator's word."""
+    trusted = set(vouched)
+    for up in spec.upstream_keys(key):
+        action = decisions[up].action
+        if action is Action.RUN or (action is Action.SKIP and up not in trusted):
+            return up
+    return None
 
 
 def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
@@ -253,11 +304,8 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
     source = inputs.source
     if request.mode is Mode.RESUME and source is None:
         raise UsageError("resume needs a run to resume", fix="name a run id, or start with `flywheel run`")
-    skip = set(parse_selectors(spec, request.skip, flag="--skip-steps")) if request.skip else set()
-    only = set(parse_selectors(spec, request.only, flag="--only")) if request.only else set()
-    start = set(parse_selectors(spec, [request.from_step], flag="--from-step")) if request.from_step else set()
-    if only and start:
-        raise UsageError("--only and --from-step cannot be combined", fix="use one of them")
+    selection = select(spec, request)
+    skip, only, start = set(selection.skip), set(selection.only), set(selection.start)
 
     reasons: dict[StepKey, str] = {}
     reusable: dict[StepKey, Provenance] = {}
@@ -298,6 +346,7 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
     problems: list[str] = []
     refused: set[StepKey] = set()
     running: set[StepKey] = set()
+    vouched = skip if request.force else set()
     for key in spec.keys:
         upstream_running = [u for u in spec.upstream_keys(key) if u in running]
         if key in selected or (upstream_running and not only and key not in skip):
@@ -319,10 +368,12 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
                 refused.add(key)
                 decisions[key] = StepDecision(key, Action.SKIP, "refused: outputs no longer verify")
                 continue
-            if upstream_running and not request.force:
+            tainted = _tainted_by(spec, key, decisions, vouched)
+            if tainted is not None and tainted not in refused and not request.force:
+                verb = "runs" if tainted in running else "is not executed"
                 problems.append(
-                    f"cannot skip {key}: its upstream {upstream_running[0]} runs in this plan, so the "
-                    f"outputs it would reuse are out of date (skip {upstream_running[0]} too, or --force)"
+                    f"cannot skip {key}: its upstream {tainted} {verb} in this plan, so the "
+                    f"outputs it would reuse are out of date (skip {tainted} too, or --force)"
                 )
             if found is not None:
                 decisions[key] = StepDecision(
@@ -338,11 +389,13 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
                     "(run it, or add --force to skip it without a source)"
                 )
             continue
-        if upstream_running:  # --only: downstream of a rerun must not reuse old outputs
+        tainted = _tainted_by(spec, key, decisions, vouched)
+        if tainted is not None:  # --only: downstream of a rerun (or of a key left out) must not reuse old outputs
+            why = "reruns" if decisions[tainted].action is Action.RUN else "is not executed"
             decisions[key] = StepDecision(
                 key,
                 Action.SKIP,
-                f"not selected; upstream {upstream_running[0]} reruns, so its old outputs are stale",
+                f"not selected; upstream {tainted} {why}, so its old outputs are stale",
             )
             continue
         found = reusable.get(key)
@@ -366,6 +419,11 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
                 problems.append(
                     f"cannot run {key}: its dependency {up} neither runs nor has a success to reuse ({dep.reason})"
                 )
+    if request.mode is Mode.RUN and not problems and not any(d.action is Action.RUN for d in decisions.values()):
+        raise UsageError(
+            "this selection runs nothing: every step would be skipped or reused",
+            fix="name the steps to run with --only or --from-step, or drop --skip-steps",
+        )
     if problems:
         unique = tuple(dict.fromkeys(problems))
         raise PlanRefused(

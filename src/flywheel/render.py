@@ -41,6 +41,7 @@ RUN_STYLE = {
     RunStatus.SUCCEEDED: "green",
     RunStatus.FAILED: "red",
     RunStatus.INTERRUPTED: "yellow",
+    RunStatus.PARTIAL: "yellow",
     RunStatus.RUNNING: "cyan",
     RunStatus.UNFINISHED: "yellow",
 }
@@ -230,6 +231,13 @@ def print_status(console: Console, view: RunView) -> None:
         )
         if s.log_path:
             console.print(f"   log: {s.log_path}", style="dim", markup=False)
+    if view.recovered_by is not None:
+        console.print(
+            Text.assemble("\nrecovered by run ", (str(view.recovered_by), "bold green"), ": nothing left to resume")
+        )
+    elif state.status is RunStatus.PARTIAL:
+        left = [str(k) for k in view.session.spec.keys if not state.step(k).status.done]
+        console.print(f"\npartial: {len(left)} step(s) left not executed: {', '.join(left)}", style="yellow")
     if view.resume_command:
         console.print(Text.assemble("\nto continue after fixing the cause:  ", (view.resume_command, "bold cyan")))
         console.print(f"to preview first:                    {view.resume_command} --dry-run", style="dim")

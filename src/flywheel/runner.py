@@ -208,7 +208,10 @@ class Runner:
         if self.cancel.is_set():
             self.emit(RunInterrupted(run_id=run_id, at=time.time(), reason="stopped by signal"))
             return None
-        result = RunOutcome.SUCCEEDED if not failed and not blocked else RunOutcome.FAILED
+        if failed or blocked:
+            result = RunOutcome.FAILED
+        else:
+            result = RunOutcome.SUCCEEDED if plan.complete else RunOutcome.PARTIAL
         self.emit(RunFinished(run_id=run_id, at=time.time(), outcome=result))
         return result
 

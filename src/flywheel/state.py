@@ -49,7 +49,13 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    PARTIAL = "partial"  # ended without a failure, but declared keys were left not executed
     UNFINISHED = "unfinished"  # no end event: still running, or the runner died (the lock tells which)
+
+    @property
+    def resumable(self) -> bool:
+        """Work is left that a resume would do. Whether a later run already did it is `api.recovered_by`."""
+        return self in (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.PARTIAL)
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,13 @@ class RunState:
             return None
         end = self.finished_at or self.last_event_at
         return None if end is None else end - self.started.at
+
+
+_FINISHED_AS = {
+    RunOutcome.SUCCEEDED: RunStatus.SUCCEEDED,
+    RunOutcome.FAILED: RunStatus.FAILED,
+    RunOutcome.PARTIAL: RunStatus.PARTIAL,
+}
 
 
 def fold(run_id: int, events: Iterable[Event]) -> RunState:
@@ -180,7 +193,7 @@ def fold(run_id: int, events: Iterable[Event]) -> RunState:
                     reason=f"marked succeeded by {event.user or 'an operator'}: {event.note}",
                 )
             case RunFinished():
-                status = RunStatus.SUCCEEDED if event.outcome is RunOutcome.SUCCEEDED else RunStatus.FAILED
+                status = _FINISHED_AS[event.outcome]
                 finished_at = event.at
             case RunInterrupted():
                 status = RunStatus.INTERRUPTED

@@ -97,9 +97,14 @@ def test_failed_context_recovered_locally(world: World) -> None:
     assert result.state.started is not None and result.state.started.parent_run == recovery.imported.run_id
     assert result.state.step(StepKey("register-part-tables", "addressable_ids")).status is StepStatus.REUSED
 
-    again = ops.plan_recovery(session, clients, failed_arn)  # imported once; the same facts
-    assert not again.imported.created and again.imported.run_id == recovery.imported.run_id
-    assert again.imported.appended == 0
+    with session.journal() as journal:
+        runs_after = len(journal.runs())
+    # A second recovery would redo run N's work: refused with the run that recovered it, and the
+    # execution is not imported a second time.
+    with pytest.raises(UsageError, match=f"already recovered by run {result.run_id}"):
+        ops.plan_recovery(session, clients, failed_arn)
+    with session.journal() as journal:
+        assert len(journal.runs()) == runs_after
 
 
 def test_sibling_branch_still_running_is_reattached_not_rerun(world: World) -> None:

@@ -167,7 +167,7 @@ def test_a_resume_of_a_run_that_succeeded_is_refused(served: Served) -> None:
     client = served.client()
     csrf = client.csrf()
     reply = client.post("/runs/2/resume", csrf=csrf, origin=client.origin)
-    assert reply.status == 409 and "only a failed or interrupted run resumes" in reply.json()["error"]
+    assert reply.status == 409 and "only a failed, interrupted or partial run resumes" in reply.json()["error"]
 
 
 def test_off_loopback_every_request_needs_the_token(world: World) -> None:

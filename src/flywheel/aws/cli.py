@@ -286,7 +286,7 @@ def recover(
         print_status(console, api.RunView(session=session, state=result.state))
     if result.outcome is None:
         raise typer.Exit(int(ExitCode.INTERRUPTED))
-    if result.outcome.value != "succeeded":
+    if result.outcome.value == "failed":
         raise typer.Exit(int(ExitCode.STEP_FAILED))
 
 

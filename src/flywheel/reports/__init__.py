@@ -19,6 +19,7 @@ STATE_COLOURS: Mapping[str, tuple[str, str]] = {
     "failed": ("#fbd5d5", "#c62828"),
     "running": ("#d6eefa", "#0277bd"),
     "interrupted": ("#fdecc8", "#ef6c00"),
+    "partial": ("#fff4cc", "#b08800"),
     "reused": ("#e3e7f6", "#3949ab"),
     "marked": ("#e8e1f5", "#6a1b9a"),
     "skipped": ("#eeeeee", "#9e9e9e"),

@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from flywheel import api
 from flywheel.errors import FlywheelError, NotFound
 from flywheel.incidents import CAUSE_HELP, Cause, find_incident, note_incident, parse_since, summarize
 from flywheel.journal import Journal, open_journal
@@ -243,11 +244,12 @@ def create_app(settings: Settings) -> Starlette:
                 f"the definition of run {run_id}'s pipeline cannot be found",
                 "start the dashboard with --pipeline PATH, or resume from a terminal",
             )
-        if state.status not in views.RESUMABLE:
-            return _refuse(409, f"run {run_id} is {state.status.value}; only a failed or interrupted run resumes")
+        if not state.status.resumable:
+            return _refuse(
+                409, f"run {run_id} is {state.status.value}; only a failed, interrupted or partial run resumes"
+            )
         with journal() as j:
-            continued = views.children(j, row.pipeline, row.env, run_id, settings.home)
-        recovered = next((run for run, status in continued if status == RunStatus.SUCCEEDED.value), None)
+            recovered = api.recovered_by(j, run_id)
         if recovered is not None:
             return _refuse(409, f"run {run_id} was already recovered by run {recovered}", f"open /runs/{recovered}")
         holder = views.Locks(settings.home).holder(row.pipeline, row.env)

@@ -40,7 +40,6 @@ from flywheel.ui.launcher import ResumeJob
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
-RESUMABLE = (RunStatus.FAILED, RunStatus.INTERRUPTED)
 
 
 def symbol(status: StepStatus) -> str:
@@ -334,21 +333,17 @@ class RunPage:
     saved: TimeSaved | None
     busy: Holder | None
     spans: tuple[AttemptSpan, ...] = field(default=())
-
-    @property
-    def recovered_by(self) -> int | None:
-        """A later run that continued this one and succeeded: resuming again would only redo its work."""
-        return next((run for run, status in self.children if status == RunStatus.SUCCEEDED.value), None)
+    recovered_by: int | None = None  # `api.recovered_by`: a later run in its lineage that succeeded
 
     @property
     def resumable(self) -> bool:
-        return self.state.status in RESUMABLE and self.session is not None and self.recovered_by is None
+        return self.state.status.resumable and self.session is not None and self.recovered_by is None
 
     @property
     def may_have_incident(self) -> bool:
         """Only a failed run, or one that continues another, opens, joins or closes an incident."""
         started = self.state.started
-        return self.state.status in RESUMABLE or bool(started and started.parent_run)
+        return self.state.status.resumable or bool(started and started.parent_run)
 
     @property
     def live(self) -> bool:
@@ -453,22 +448,17 @@ def resume_preview(session: api.Session, run_id: int) -> ResumePreview:
 
 
 def children(journal: Journal, pipeline: str, env: str, run_id: int, home: Path) -> list[tuple[int, str]]:
-    """Later runs that continue this one (resumes), with their status."""
-    rows = [r for r in journal.runs(pipeline, env, limit=200) if r.run_id > run_id]
-    events = journal.events_of_runs([r.run_id for r in rows])
+    """Later runs that continue this one directly (its resumes), with their status."""
+    direct = [child for child, parent in journal.descendants(run_id) if parent == run_id]
+    events = journal.events_of_runs(direct)
     locks = Locks(home)
-    out = []
-    for row in sorted(rows, key=lambda r: r.run_id):
-        state = fold(row.run_id, events[row.run_id])
-        if state.started is not None and state.started.parent_run == run_id:
-            out.append((row.run_id, locks.settle(state, pipeline, env).status.value))
-    return out
+    return [(child, locks.settle(fold(child, events[child]), pipeline, env).status.value) for child in direct]
 
 
 def incident_of(journal: Journal, spec: PipelineSpec | None, state: RunState) -> Incident | None:
     """The incident a run opened, joined or closed. Only failed runs and resumes can have one."""
     started = state.started
-    if state.status not in RESUMABLE and not (started and started.parent_run):
+    if not state.status.resumable and not (started and started.parent_run):
         return None
     run_id = state.run_id
     return next((i for i in incidents(journal, spec) if run_id in i.runs or i.closed_by == run_id), None)
@@ -501,6 +491,7 @@ def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redacto
         saved=time_saved(spec, reused) if reused else None,
         busy=busy,
         spans=tuple(spans),
+        recovered_by=api.recovered_by(journal, run_id),
     )
 
 
@@ -525,10 +516,9 @@ def resume_view(catalog: Catalog, journal: Journal, run_id: int) -> ResumeView:
     row = journal.run(run_id)
     state, _ = load_run(journal, catalog.home, run_id)
     session = catalog.session(journal, run_id)
-    continued = children(journal, row.pipeline, row.env, run_id, catalog.home)
-    recovered = next((run for run, status in continued if status == RunStatus.SUCCEEDED.value), None)
+    recovered = api.recovered_by(journal, run_id)
     busy = Locks(catalog.home).holder(row.pipeline, row.env)
-    resumable = state.status in RESUMABLE and session is not None and recovered is None
+    resumable = state.status.resumable and session is not None and recovered is None
     return ResumeView(
         run_id=run_id,
         pipeline=row.pipeline,

@@ -291,3 +291,77 @@ def test_a_runbook_failure_is_recovered_by_fixing_the_cause_and_one_resume(world
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert world.executed(world.latest_run()) == scenario.reruns
     assert snapshot(world.home) == world.oracle
+
+
+# ---------------------------------------------------------------------------------------------
+# Every way of selecting work, then `resume` and `verify`: the data ends equal to an uninterrupted
+# run's and verify passes, whatever was selected first (the recovery-correctness issue).
+
+MAPPING_OK = "fields:\n  hashed_email: EMAIL_ADDRESS\n"
+
+
+@dataclass(frozen=True)
+class Selection:
+    name: str
+    first: tuple[str, ...]  # after the oracle's successful run 1
+    runs: frozenset[str]  # what the selection executes
+    status: str  # how that run ends
+    then_resume_runs: frozenset[str] | None  # None: nothing is left, resume says so
+
+
+SELECTIONS = [
+    Selection("--only a step", ("--only", "4"), frozenset({"prepare-part-tables"}), "partial", frozenset(AFTER_4)),
+    Selection(
+        "--only a context",
+        ("--only", "register-part-tables[addressable_ids]"),
+        frozenset({ALL_3[0]}),
+        "partial",
+        frozenset({"prepare-part-tables", *AFTER_4}),
+    ),
+    Selection("--from-step", ("--from-step", "5"), frozenset(AFTER_4), "succeeded", None),
+    Selection(
+        "--skip-steps",
+        ("--skip-steps=1,2",),
+        frozenset({*ALL_3, "prepare-part-tables", *AFTER_4}),
+        "succeeded",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("selection", SELECTIONS, ids=lambda s: s.name)
+def test_a_selection_then_resume_ends_with_the_data_of_an_uninterrupted_run(world: World, selection: Selection) -> None:
+    world.reset(after_oracle=True)
+    first = world.flywheel("run", "pipeline.yaml", *selection.first, "--yes")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert world.executed(2) == selection.runs
+    status = json.loads(world.flywheel("status", "2", "--json", "-p", "pipeline.yaml").stdout)
+    assert status["status"] == selection.status
+
+    resumed = world.flywheel("resume", "-p", "pipeline.yaml", "--yes")
+    if selection.then_resume_runs is None:
+        assert resumed.returncode == 2 and "nothing to resume" in resumed.stderr
+    else:
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert world.executed(3) == selection.then_resume_runs
+    verified = world.flywheel("verify", "-p", "pipeline.yaml")
+    assert verified.returncode == 0, verified.stdout
+    assert snapshot(world.home) == world.oracle
+
+
+def test_a_mark_of_a_step_without_outputs_is_refused_and_the_resume_after_the_fix_does_not_loop(world: World) -> None:
+    world.reset(after_oracle=True)
+    _write_mapping("fields:\n  hashed_email: EMAIL\n")(world)
+    failed = world.flywheel("run", "pipeline.yaml", "--skip-steps=1-4", "--yes")
+    assert failed.returncode == 1 and world.failures(2) == {AFTER_4[0]: "SchemaMappingError"}
+    shutil.rmtree(world.home / "data" / "er")  # the failed step left no outputs behind
+
+    mark = world.flywheel("mark", "2", "5", "--succeeded", "--note", "INC-1: fixed", "-p", "pipeline.yaml")
+    assert mark.returncode == 2 and "declared output(s) are not there" in mark.stderr
+
+    _write_mapping(MAPPING_OK)(world)
+    resumed = world.flywheel("resume", "-p", "pipeline.yaml", "--yes")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert world.executed(3) == set(AFTER_4)
+    assert world.flywheel("verify", "-p", "pipeline.yaml").returncode == 0
+    assert snapshot(world.home) == world.oracle

@@ -517,13 +517,14 @@ def mark(
     session = _session(pipeline, env, home, run_id)
     result = api.mark_succeeded(session, run_id, step, note or "", force=force)
     for key in result.already_done:
-        console.print(f"{key} already succeeded in run {run_id}: nothing to mark")
+        console.print(f"{key} already succeeded in run {run_id}: nothing to mark", markup=False)
     for event in result.marked:
-        console.print(f"☑️  {event.key} marked succeeded in run {run_id}: {note}")
+        console.print(f"☑️  {event.key} marked succeeded in run {run_id}: {note}", markup=False)
     for key, uris in result.missing.items():
         console.print(
             f"⚠️  {key} was marked without {', '.join(uris)}: a resume reruns it while they are missing",
             style="yellow",
+            markup=False,
         )
     if result.resume_command:
         console.print(f"continue with:  {result.resume_command}", style="bold cyan")

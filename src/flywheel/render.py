@@ -237,7 +237,9 @@ def print_status(console: Console, view: RunView) -> None:
         )
     elif state.status is RunStatus.PARTIAL:
         left = [str(k) for k in view.session.spec.keys if not state.step(k).status.done]
-        console.print(f"\npartial: {len(left)} step(s) left not executed: {', '.join(left)}", style="yellow")
+        console.print(
+            f"\npartial: {len(left)} step(s) left not executed: {', '.join(left)}", style="yellow", markup=False
+        )
     if view.resume_command:
         console.print(Text.assemble("\nto continue after fixing the cause:  ", (view.resume_command, "bold cyan")))
         console.print(f"to preview first:                    {view.resume_command} --dry-run", style="dim")

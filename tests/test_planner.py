@@ -26,6 +26,7 @@ from flywheel.events import (
 from flywheel.planner import Action, Mode, PlanInputs, PlanRequest, Provenance, parse_selectors, plan
 from flywheel.spec import PipelineSpec, StepKey
 from flywheel.state import RunState, fold
+from tests.test_planner_properties import ancestors as _ancestors
 
 
 def db_refresh_like() -> PipelineSpec:
@@ -302,17 +303,6 @@ def dag_and_history(draw: st.DrawFn) -> tuple[PipelineSpec, RunState, set[StepKe
             events.append(StepFailed(run_id=1, at=2, step=key.step, context=key.context))
     events.append(RunFinished(run_id=1, at=3, outcome=RunOutcome.FAILED))
     return spec, fold(1, events), invalid
-
-
-def _ancestors(spec: PipelineSpec, key: StepKey) -> set[StepKey]:
-    out: set[StepKey] = set()
-    frontier = list(spec.upstream_keys(key))
-    while frontier:
-        up = frontier.pop()
-        if up not in out:
-            out.add(up)
-            frontier.extend(spec.upstream_keys(up))
-    return out
 
 
 @settings(max_examples=300, deadline=None)

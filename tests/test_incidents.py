@@ -13,7 +13,7 @@ import yaml
 
 from flywheel import api
 from flywheel.events import IncidentNoted, StepSucceeded
-from flywheel.executors.base import create_executor
+from flywheel.executors import create_executor
 from flywheel.incidents import (
     Cause,
     IncidentStatus,

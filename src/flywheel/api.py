@@ -20,7 +20,8 @@ from typing import Any
 
 from flywheel.errors import NotFound, UsageError
 from flywheel.events import RunOutcome, RunStarted, StepMarked
-from flywheel.executors.base import Executor, create_executor
+from flywheel.executors import create_executor
+from flywheel.executors.base import Executor
 from flywheel.journal import Journal, open_journal
 from flywheel.lock import Lock, RunLock, current_identity, holds_run
 from flywheel.planner import (

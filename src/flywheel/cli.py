@@ -170,7 +170,8 @@ def _start(
     max_parallel: int | None,
 ) -> None:
     from flywheel import api
-    from flywheel.render import print_plan, print_status, progress
+    from flywheel.progress import progress
+    from flywheel.render import print_plan, print_status
 
     _check_sets(session, overrides)
     _guard_environment(session, request, yes=yes, dry_run=dry_run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -23,9 +23,6 @@ from flywheel.events import Event, RunFinished, RunInterrupted, StepFailed, Step
 from flywheel.planner import Action
 from flywheel.spec import PipelineSpec, StepSpec
 from flywheel.state import RunState, RunStatus, StepState, StepStatus
-
-if TYPE_CHECKING:
-    from flywheel.live import LiveProgress
 
 SYMBOL = {
     StepStatus.SUCCEEDED: "✅",
@@ -312,17 +309,6 @@ def print_runs(console: Console, states: Sequence[RunState]) -> None:
             what,
         )
     console.print(table)
-
-
-def progress(console: Console, spec: PipelineSpec) -> ProgressPrinter | LiveProgress:
-    """The run's progress for a person: drawn live in a terminal, plain lines in a pipe or a log.
-
-    Either is an observer and a context manager to hold around the run."""
-    if console.is_terminal:
-        from flywheel.live import LiveProgress  # Rich Live is imported only for a terminal
-
-        return LiveProgress(console, spec)
-    return ProgressPrinter(console, spec)
 
 
 class ProgressPrinter:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import PlanRefused, UsageError
 from flywheel.events import RunStarted
-from flywheel.executors.base import create_executor
+from flywheel.executors import create_executor
 from flywheel.fingerprints import OutputFingerprinter
 from flywheel.journal import Journal, open_journal
 from flywheel.lock import current_identity

@@ -19,7 +19,8 @@ from botocore.exceptions import ReadTimeoutError
 from flywheel import api
 from flywheel.errors import BackendError, DefinitionError
 from flywheel.events import RunStarted, StepAttached, StepStarted, StepSucceeded
-from flywheel.executors.base import Attempt, create_executor
+from flywheel.executors import create_executor
+from flywheel.executors.base import Attempt
 from flywheel.executors.glue import (
     GlueExecutor,
     attempt_id,

@@ -232,7 +232,8 @@ def recover(
     """
     from flywheel import api
     from flywheel.aws import recover as ops
-    from flywheel.render import print_status, progress
+    from flywheel.progress import progress
+    from flywheel.render import print_status
 
     if in_aws and redrive:
         raise UsageError("--in-aws and --redrive cannot be combined", fix="choose one")

@@ -46,25 +46,3 @@ class Executor(Protocol):
     def execute(self, attempt: Attempt, cancel: threading.Event) -> Outcome:
         """Run the attempt to its end, or until `cancel` is set (then stop it and return cancelled)."""
         ...
-
-
-def create_executor(name: str, **options: Any) -> Executor:
-    """Executors are imported lazily: `import flywheel` never imports boto3.
-
-    `options` are for executors that need the run's context: the Glue executor takes `spec`, `env_name`
-    and `env` (its Glue job names and AWS settings); the local executors ignore them.
-    """
-    if name == "subprocess":
-        from flywheel.executors.local import SubprocessExecutor
-
-        env = options.get("env")
-        return SubprocessExecutor(preload=tuple(getattr(env, "preload", ()) or ()))
-    if name == "inprocess":
-        from flywheel.executors.local import InProcessExecutor
-
-        return InProcessExecutor()
-    if name == "glue":
-        from flywheel.executors.glue import GlueExecutor
-
-        return GlueExecutor(**options)
-    raise ValueError(f"unknown executor {name!r}")

@@ -30,7 +30,7 @@ PROBE = """
 import json, sys, time
 began = time.perf_counter()
 from flywheel import api
-from flywheel.recovery import default_fingerprinter, verify_key
+from flywheel.app.facts import default_fingerprinter, verify_key
 from flywheel.params import resolve_outputs
 session = api.open_session()
 state = api.status(session).state

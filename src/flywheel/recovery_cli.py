@@ -1,6 +1,6 @@
 """`flywheel verify` and `flywheel try`: check a recovery, and test a fix before resuming.
 
-Thin commands over `flywheel.recovery` and `flywheel.scratch`, mounted by `flywheel.cli`.
+Thin commands over `flywheel.app.queries` (verify) and `flywheel.scratch` (try), mounted by `flywheel.cli`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def verify(
 ) -> None:
     """Check every output of a run: data present and unchanged, reports generated, tables and partitions registered. Exit 1 when anything is missing or changed."""  # noqa: E501 - one line: Typer keeps line breaks
     from flywheel import api
-    from flywheel.recovery import verify_run
+    from flywheel.app.queries import verify_run
 
     session = api.open_session(pipeline, env, home, run_id=run_id)
     report = verify_run(session, run_id)

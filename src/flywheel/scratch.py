@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flywheel.app.facts import ancestors, default_fingerprinter
 from flywheel.errors import PlanRefused, UsageError
 from flywheel.events import RunStarted
 from flywheel.executors import create_executor
@@ -31,7 +32,6 @@ from flywheel.lock import current_identity
 from flywheel.outputs import placeholders, split_scheme
 from flywheel.params import resolve_outputs, resolve_params
 from flywheel.planner import Action, Mode, Plan, PlanRequest, StepDecision, parse_selectors
-from flywheel.recovery import ancestors, default_fingerprinter
 from flywheel.runner import Observer, Overrides, Runner
 from flywheel.spec import PipelineSpec, StepKey
 from flywheel.state import RunState, fold

@@ -1,11 +1,10 @@
 """The runbook's warnings as checks: verify before reusing, rerun what is stale, refuse to guess.
 
-`gather` is the default fact-gathering hook of `api.prepare`: before a plan reuses a step, its recorded
+`gather` is the default fact-gathering hook of `runs.prepare`: before a plan reuses a step, its recorded
 outputs are checked against what is there now (`invalid`), its code, parameters and inputs against what
 it ran with (`stale`), and a resume where nothing changed since a failure carries a warning that the
 same error is likely. State beyond repair (a run with no journal, outputs of several finished steps
-gone) is refused with the fix: a full `flywheel run`. `verify_run` is the checklist behind
-`flywheel verify`.
+gone) is refused with the fix: a full `flywheel run`.
 """
 
 from __future__ import annotations
@@ -15,21 +14,24 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from flywheel.app.policies import latest_successes
+from flywheel.app.session import Session
 from flywheel.errors import PlanRefused
 from flywheel.fingerprints import OutputFingerprinter, StepFingerprint, modified_after
+from flywheel.journal import Journal
 from flywheel.outputs import CheckStatus, OutputCheck, verify_record
-from flywheel.params import resolve_outputs
-from flywheel.planner import Mode, PlanInputs, PlanRequest, Provenance
+from flywheel.planner import (
+    Mode,
+    PlanInputs,
+    PlanRequest,
+    Provenance,
+)
 from flywheel.spec import PipelineSpec, StepKey
 from flywheel.state import RunState, StepState, StepStatus
-
-if TYPE_CHECKING:
-    from flywheel.api import Session
-    from flywheel.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,6 @@ def _refuse_full_refresh(message: str, details: tuple[str, ...] = (), earliest: 
 
 def gather(session: Session, journal: Journal, request: PlanRequest, source: RunState | None) -> PlanInputs:
     """Facts for the planner: outputs that no longer verify, stale steps, warnings for the operator."""
-    from flywheel.api import latest_successes
-
     fp = default_fingerprinter(session)
     spec = session.spec
     latest: dict[StepKey, Provenance] = (
@@ -294,83 +294,3 @@ def _refuse_while_orphans_run(session: Session, source: RunState) -> None:
             + ", ".join(f"{o.key} (pid {o.pid})" for o in orphans),
             fix=f"wait for them to end, or stop them with `kill -TERM -- {groups}`; then resume",
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# verify a finished run; fingerprint outputs for a mark
-
-
-@dataclass(frozen=True)
-class KeyReport:
-    key: StepKey
-    number: int
-    status: StepStatus
-    checks: tuple[OutputCheck, ...] = ()
-    problem: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None and all(c.ok for c in self.checks)
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    run_id: int
-    keys: tuple[KeyReport, ...] = field(default_factory=tuple)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return all(k.ok for k in self.keys)
-
-    @property
-    def problems(self) -> int:
-        return sum(not k.ok for k in self.keys)
-
-
-def verify_run(session: Session, run_id: int | None = None) -> VerifyReport:
-    """Check every declared output of a run: present and matching its fingerprint.
-
-    A step that did not finish in the run (failed, skipped, never started) is a problem too: its
-    outputs were not produced.
-    """
-    from flywheel.api import status
-
-    began = time.perf_counter()
-    view = status(session, run_id)
-    state = view.state
-    fp = default_fingerprinter(view.session)
-    reports: list[KeyReport] = []
-    for key in session.spec.keys:
-        step = state.step(key)
-        number = session.spec.step(key.step).number
-        if not step.status.done:
-            what = {
-                StepStatus.FAILED: "failed",
-                StepStatus.SKIPPED: "skipped",
-                StepStatus.INTERRUPTED: "interrupted",
-                StepStatus.RUNNING: "still running",
-            }.get(step.status, "not executed")
-            reports.append(KeyReport(key, number, step.status, problem=f"{what} in run {state.run_id}"))
-            continue
-        records = step.outputs
-        if not any("uri" in r for r in records):  # nothing recorded: at least check the declared outputs exist
-            params = fp.params(key)
-            records = fp.output_records(key, resolve_outputs(session.spec, key, params), (), params)
-            checks = tuple(
-                OutputCheck(str(r["uri"]), str(r.get("kind")), CheckStatus.MISSING, "gone")
-                if r.get("missing")
-                else OutputCheck(str(r["uri"]), str(r.get("kind")), CheckStatus.UNCHECKED, "present, no fingerprint")
-                for r in records
-            )
-        else:
-            checks = verify_key(fp, key, records, step.duration or 0.0).checks
-        reports.append(KeyReport(key, number, step.status, checks))
-    return VerifyReport(run_id=state.run_id, keys=tuple(reports), seconds=time.perf_counter() - began)
-
-
-def mark_records(session: Session, key: StepKey) -> tuple[Mapping[str, Any], ...]:
-    """Fingerprints of a key's declared outputs as they are now (for `flywheel mark`)."""
-    fp = default_fingerprinter(session)
-    params = fp.params(key)
-    return fp.output_records(key, resolve_outputs(session.spec, key, params), (), params)

@@ -1,0 +1,86 @@
+"""The rules about runs that every interface applies, each in one place.
+
+- is an unfinished run still running, or did its runner die? (`load_state`: the lock tells)
+- which successes may `--skip-steps` reuse? (`latest_successes`)
+- was a run already recovered, through its whole lineage? (`recovered_by`)
+- which run does a bare `flywheel resume` continue? (`find_resumable`)
+"""
+
+from __future__ import annotations
+
+from flywheel.app.session import Session
+from flywheel.errors import NotFound, UsageError
+from flywheel.journal import Journal
+from flywheel.lock import Lock, holds_run
+from flywheel.planner import (
+    Provenance,
+)
+from flywheel.spec import StepKey
+from flywheel.state import RunState, RunStatus, as_crashed, as_running, fold
+
+# ---------------------------------------------------------------------------------------------
+# reading the journal
+
+
+def load_state(journal: Journal, run_id: int, *, lock: Lock | None = None) -> RunState:
+    """Fold a run; an unfinished run is running while its lock is held, else it was interrupted."""
+    state = fold(run_id, journal.events(run_id))
+    if state.status is RunStatus.UNFINISHED:
+        running = lock is not None and holds_run(lock, run_id)
+        return as_running(state) if running else as_crashed(state)
+    return state
+
+
+def latest_successes(journal: Journal, pipeline: str, env: str) -> dict[StepKey, Provenance]:
+    """The newest success of every key in this pipeline and environment (what `--skip-steps` reuses),
+    read through the same fold as every history: a reused success points at the run that produced it."""
+    out: dict[StepKey, Provenance] = {}
+    for (step, context), (recorded_in, event) in journal.latest_successes(pipeline, env).items():
+        key = StepKey(step, context)
+        done = fold(recorded_in, [event]).step(key)
+        out[key] = Provenance(
+            produced_by=done.produced_by or recorded_in,
+            recorded_in=recorded_in,
+            duration=done.duration or 0.0,
+            outputs=done.outputs,
+            fingerprint=done.fingerprint,
+            dpu_hours=done.dpu_hours,
+        )
+    return out
+
+
+def recovered_by(journal: Journal, run_id: int) -> int | None:
+    """The first later run in `run_id`'s lineage (its resume, a resume of that, ...) that succeeded.
+
+    The one rule behind "already recovered": a second recovery would redo that run's work, so the CLI
+    needs `--again` for it and the dashboard refuses it.
+    """
+    for descendant, _ in journal.descendants(run_id):
+        if fold(descendant, journal.events(descendant)).status is RunStatus.SUCCEEDED:
+            return descendant
+    return None
+
+
+def find_resumable(session: Session, journal: Journal) -> RunState:
+    """The latest failed, interrupted or partial run of this pipeline and environment not yet recovered."""
+    lock = session.lock()
+    rows = journal.runs(session.pipeline, session.env_name, limit=50)
+    for row in rows:
+        state = load_state(journal, row.run_id, lock=lock)
+        if state.status.resumable and recovered_by(journal, row.run_id) is None:
+            return state
+        if state.status is RunStatus.SUCCEEDED and row is rows[0]:
+            raise UsageError(
+                f"nothing to resume: the latest run of {session.pipeline} in {session.env_name} "
+                f"(run {row.run_id}) succeeded",
+                fix="start a new run with `flywheel run`, or name a run to resume",
+            )
+        if state.status is RunStatus.RUNNING:
+            raise UsageError(
+                f"run {row.run_id} of {session.pipeline} in {session.env_name} is still running",
+                fix="watch it with `flywheel status`; resume it if it fails",
+            )
+    raise NotFound(
+        f"no failed or interrupted run of {session.pipeline} in {session.env_name} to resume",
+        fix="start one with `flywheel run`",
+    )

@@ -26,7 +26,7 @@ from flywheel.events import Event, RunFinished, RunInterrupted, RunOutcome, RunS
 from flywheel.spec import AwsSettings, EnvironmentSpec, PipelineSpec
 
 if TYPE_CHECKING:
-    from flywheel.notify import Message, Redactor
+    from flywheel.notify.base import Message, Redactor
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class SnsNotifier:
         self.publisher = publisher
 
     def send(self, message: Message) -> None:
-        from flywheel.notify import NotifyError
+        from flywheel.notify.base import NotifyError
 
         try:
             self.publisher.publish(
@@ -156,7 +156,7 @@ class SnsNotifier:
 
 def build_sns_notifier(spec: Any, env: EnvironmentSpec, redactor: Redactor) -> Any:
     """The framework's builder for `kind: sns` (`spec` is a `NotifierSpec`)."""
-    from flywheel.notify import Unavailable
+    from flywheel.notify.base import Unavailable
 
     name = spec.name or "sns"
     topic = spec.topic_arn or (env.aws.sns_topic if env.aws else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flywheel.notify import Message, Redactor
+from flywheel.notify.base import Message, Redactor
 
 
 class ConsoleNotifier:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from flywheel.notify import Message, NotifyError, Redactor
+from flywheel.notify.base import Message, NotifyError, Redactor
 
 
 class EmailNotifier:

@@ -12,7 +12,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from flywheel.notify import Message, NotifyError, Redactor
+from flywheel.notify.base import Message, NotifyError, Redactor
 
 MAX_SECTION = 2900  # Slack refuses a section text over 3000 characters
 

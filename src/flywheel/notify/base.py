@@ -1,0 +1,96 @@
+"""The notifier contract every channel meets: the message, the channel protocol, its error, redaction.
+
+Its own module so that channels living elsewhere (SNS, with the AWS code) depend on the contract
+only, never on the package that builds the channels (that would be a cycle).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from flywheel.durations import duration
+
+AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+MAX_ERROR_CHARS = 1500
+
+
+class MessageKind(StrEnum):
+    FAILED = "failed"
+    RECOVERED = "recovered"
+    OVERDUE = "overdue"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One notification: a one-line title (an email subject) and plain-text lines."""
+
+    kind: MessageKind
+    title: str
+    lines: tuple[str, ...]
+    pipeline: str
+    env: str
+    run_id: int
+    step: str | None = None
+    resume_command: str | None = None
+    brief: tuple[str, ...] = ()  # for a terminal that already shows the progress lines: the advice only
+
+    @property
+    def text(self) -> str:
+        return "\n".join((self.title, *self.lines))
+
+
+class Notifier(Protocol):
+    name: str
+
+    def send(self, message: Message) -> None:
+        """Deliver the message or raise `NotifyError` (with no secret in its text)."""
+        ...
+
+
+class NotifyError(Exception):
+    """A channel could not deliver. Its text is already redacted."""
+
+
+class Redactor:
+    """Masks secret values wherever they could leak: messages, errors, log lines."""
+
+    def __init__(self, secrets: Sequence[str | None] = ()) -> None:
+        # longest first, so that a secret containing another is masked whole; values under 4 characters
+        # are not secrets worth the name, and masking them would garble every message
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def extend(self, *secrets: str | None) -> Redactor:
+        return Redactor([*self._secrets, *secrets])
+
+
+def duration_text(seconds: float | None) -> str:
+    """`42 s`, `3 min 05 s`, `1 h 40 min` (the same units as `flywheel status`); `?` when unknown."""
+    return "?" if seconds is None else duration(seconds)
+
+
+def when_text(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
+
+
+class Unavailable:
+    """A channel that cannot work as configured (a secret's variable is unset, SNS is missing).
+
+    It fails on each send, so the journal records every alert that did not go out, and the run goes on.
+    """
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        self.problem = problem
+
+    def send(self, message: Message) -> None:
+        raise NotifyError(self.problem)

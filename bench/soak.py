@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.reliability.support import descendants, events, flywheel, kill_tree, snapshot, start  # noqa: E402
 
-from flywheel.events import StepStarted, StepSucceeded  # noqa: E402
+from flywheel.events import RunFinished, RunOutcome, StepStarted, StepSucceeded  # noqa: E402
 
 ROWS, DATA_SEED = 600, 7
 MODES = ("runner", "machine", "step")
@@ -86,15 +86,13 @@ def one(base: Path, raw: Path, oracle: dict[str, Any], seconds: float, rng: rand
     succeeded_before = {str(e.key) for e in before if isinstance(e, StepSucceeded)}
     resumes, problems = 0, []
     while True:
-        history = events(home)
-        latest = max(history) if history else None
-        ended = latest is not None and any(e.kind.value == "run_finished" for e in history[latest])
-        outcome = next((getattr(e, "outcome", None) for e in history[latest] if e.kind.value == "run_finished"), None)
-        if latest is None:
+        history = events(home) if (home / "journal.sqlite").exists() else {}
+        if not history:  # killed before the run was recorded: nothing to resume, `run` starts it
             if flywheel(home, "run").returncode != 0:
                 problems.append("the run after a kill before the first event failed")
             break
-        if ended and str(outcome) == "succeeded":
+        finished = [e for e in history[max(history)] if isinstance(e, RunFinished)]
+        if finished and finished[0].outcome is RunOutcome.SUCCEEDED:
             break
         if resumes == 3:
             problems.append("not finished after 3 resumes")

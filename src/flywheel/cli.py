@@ -544,13 +544,9 @@ CORE_COMMANDS: dict[str, Callable[..., None]] = {
 
 
 def _mount_groups(app: typer.Typer) -> None:
-    """The commands that live in their own modules (AWS, incidents, recovery, dashboard, sample data)."""
-    try:
-        from flywheel.pipelines.db_refresh.data_cli import app as data_app
-    except ImportError:
-        pass
-    else:
-        app.add_typer(data_app, name="data", help="Sample data for the db-refresh pipeline.")
+    """The commands that live in their own modules (AWS, incidents, recovery, dashboard), and those
+    that pipelines add (`_mount_plugins`)."""
+    _mount_plugins(app)
     from flywheel.aws.cli import app as sfn_app  # typer and rich only; boto3 is imported by the commands
     from flywheel.aws.package_cli import app as aws_app
     from flywheel.aws.package_cli import check
@@ -567,6 +563,24 @@ def _mount_groups(app: typer.Typer) -> None:
     app.command("verify")(verify)
     app.command("try")(try_)
     app.command("ui")(ui)
+
+
+PLUGIN_GROUP = "flywheel.commands"
+
+
+def _mount_plugins(app: typer.Typer) -> None:
+    """Command groups a pipeline package declares as entry points (`[project.entry-points."flywheel.commands"]`
+    in its `pyproject.toml`; db-refresh's `data` is one): the core names no pipeline. A plug-in that fails
+    to import is left out with a warning, never taking the other commands down with it."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            group = entry.load()
+        except Exception as exc:  # a broken plug-in must not break `flywheel status`
+            err.print(f"warning: the {entry.name!r} commands ({entry.value}) cannot be loaded: {exc}", markup=False)
+            continue
+        app.add_typer(group, name=entry.name)
 
 
 def build_app(command: str | None = None) -> typer.Typer:

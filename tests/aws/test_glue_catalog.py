@@ -22,12 +22,11 @@ import boto3
 import pytest
 
 from flywheel import api
-from flywheel.aws import catalog as glue_catalog
 from flywheel.aws import glue_entry
 from flywheel.aws.catalog import GlueCatalog, PartitionSpec, TableDefinition
 from flywheel.events import StepAttached, StepSucceeded
 from flywheel.invocation import JobError, StepInvocation
-from flywheel.pipelines.db_refresh import engine, sample_data
+from flywheel.pipelines.db_refresh import engine, glue_catalog, sample_data
 from flywheel.planner import PlanRequest
 from tests.aws.resources import create_bucket, create_glue_jobs
 from tests.support.moto_server import MotoServer

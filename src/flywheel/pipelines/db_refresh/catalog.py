@@ -16,49 +16,22 @@ process write at a time, so a busy file is retried for `catalog_lock_timeout` se
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flywheel.pipelines.db_refresh import engine
 from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error
+from flywheel.pipelines.db_refresh.tables import PARTITION_COL as PARTITION_COL
+from flywheel.pipelines.db_refresh.tables import Partition as Partition
+from flywheel.pipelines.db_refresh.tables import TableInfo as TableInfo
+from flywheel.pipelines.db_refresh.tables import fingerprint_of as fingerprint_of
 
-PARTITION_COL = "id_part"
 BOOKKEEPING = ("tables", "partitions")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Partition:
-    value: int
-    location: str
-    files: tuple[str, ...]
-    rows: int
-    bytes: int
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    database: str
-    name: str
-    storage_root: str
-    partition_col: str
-    columns: tuple[tuple[str, str], ...]
-    """(name, DuckDB type) of every column, the partition column last."""
-    partitions: tuple[Partition, ...]
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.database}.{self.name}"
-
-    @property
-    def partition_values(self) -> tuple[int, ...]:
-        return tuple(p.value for p in self.partitions)
 
 
 # --------------------------------------------------------------------------- opening the file
@@ -185,7 +158,7 @@ def _has_bookkeeping(conn: Any, database: str) -> bool:
 def get_table(params: Mapping[str, Any], table: str) -> TableInfo:
     """A registered table with its partitions; `tables-not-registered` if it is not there."""
     if on_glue(params):
-        from flywheel.aws import catalog as glue
+        from flywheel.pipelines.db_refresh import glue_catalog as glue
 
         return glue.get_table(params, table)
     database = database_name(params)
@@ -219,17 +192,6 @@ def table_fingerprint(params: Mapping[str, Any], table: str) -> str:
     step that only registers or repairs can be trusted as done.
     """
     return fingerprint_of(get_table(params, table))
-
-
-def fingerprint_of(info: TableInfo) -> str:
-    body = {
-        "name": info.qualified_name,
-        "storage_root": info.storage_root,
-        "partition_col": info.partition_col,
-        "columns": [list(c) for c in info.columns],
-        "partitions": [[p.value, p.location, list(p.files), p.rows, p.bytes] for p in info.partitions],
-    }
-    return "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def read_part_table(session: engine.Session, params: Mapping[str, Any], table: str) -> engine.DataFrame:
@@ -275,7 +237,7 @@ def scan_partitions(storage_root: str | Path, partition_col: str = PARTITION_COL
     that cannot be read is `corrupt-file`; files of different schemas are `schema-mismatch`.
     """
     if str(storage_root).startswith("s3://"):
-        from flywheel.aws import catalog as glue
+        from flywheel.pipelines.db_refresh import glue_catalog as glue
 
         return glue.scan_partitions(str(storage_root), partition_col)
     import duckdb
@@ -384,7 +346,7 @@ def register_table(
     `table-prefix-conflict`. The database is created only when `create_database` is true (default).
     """
     if on_glue(params):
-        from flywheel.aws import catalog as glue
+        from flywheel.pipelines.db_refresh import glue_catalog as glue
 
         return glue.register_table(params, table, str(storage_root), partition_col=partition_col)
     if str(storage_root).startswith("s3://"):
@@ -447,7 +409,7 @@ def sync_partitions(
     Kept partitions are re-described from disk, so files rewritten since registration are picked up.
     """
     if on_glue(params):
-        from flywheel.aws import catalog as glue
+        from flywheel.pipelines.db_refresh import glue_catalog as glue
 
         return glue.sync_partitions(params, table, values)
     database = database_name(params)

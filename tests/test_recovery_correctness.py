@@ -162,3 +162,13 @@ def test_mark_names_the_step_with_contexts_says_when_there_is_nothing_to_mark_an
     unknown = chain.cli("logs", "1", "--step", "b[nope]", "-p", "pipeline.yaml")
     assert unknown.returncode == 2
     assert "no context 'nope'" in unknown.stderr and "x, y" in unknown.stderr
+
+
+def test_the_run_list_and_the_dashboard_show_a_request_as_the_flags_that_repeat_it(chain: Sandbox) -> None:
+    chain.cli("run", "pipeline.yaml", check=True)
+    chain.cli("run", "pipeline.yaml", "--skip-steps=1", "--force", "--yes", check=True)
+    listed = chain.cli("runs", "-p", "pipeline.yaml").stdout
+    assert "run --skip-steps=1 --force" in listed
+    with serve_in_thread(chain.home) as served:
+        page = served.client().get("/runs").body
+    assert "run --skip-steps=1 --force" in page and "--skip=" not in page

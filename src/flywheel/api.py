@@ -11,6 +11,7 @@ from flywheel.app.policies import (
     latest_successes,
     load_state,
     recovered_by,
+    settle,
 )
 from flywheel.app.queries import (
     KeyReport,
@@ -44,6 +45,7 @@ from flywheel.app.session import (
 )
 from flywheel.app.views import (
     planned_summary,
+    request_flags,
 )
 
 __all__ = [
@@ -73,7 +75,9 @@ __all__ = [
     "planned_summary",
     "prepare",
     "recovered_by",
+    "request_flags",
     "resolve_home",
+    "settle",
     "status",
     "verify_run",
 ]

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from flywheel.api import PlannedRun, RunView
+from flywheel.api import PlannedRun, RunView, request_flags
 from flywheel.durations import duration
 from flywheel.events import Event, RunFinished, RunInterrupted, StepFailed, StepStarted, StepSucceeded
 from flywheel.planner import Action
@@ -290,13 +290,7 @@ def print_runs(console: Console, states: Sequence[RunState]) -> None:
         table.add_column(column)
     for s in states:
         st = s.started
-        request = st.request if st else {}
-        what = str(request.get("mode", "")) if request else ""
-        for flag in ("skip", "only"):
-            if request.get(flag):
-                what += f" --{flag}={','.join(request[flag])}"
-        if request.get("from_step"):
-            what += f" --from-step={request['from_step']}"
+        what = request_flags(st.request) if st else ""
         table.add_row(
             str(s.run_id),
             st.pipeline if st else "?",

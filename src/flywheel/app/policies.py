@@ -11,7 +11,7 @@ from __future__ import annotations
 from flywheel.app.session import Session
 from flywheel.errors import NotFound, UsageError
 from flywheel.journal import Journal
-from flywheel.lock import Lock, holds_run
+from flywheel.lock import Holder, Lock, current_identity
 from flywheel.planner import (
     Provenance,
 )
@@ -22,13 +22,25 @@ from flywheel.state import RunState, RunStatus, as_crashed, as_running, fold
 # reading the journal
 
 
+def settle(state: RunState, holder: Holder | None) -> RunState:
+    """The one answer to "is this unfinished run still running, or did its runner die?".
+
+    Running while a live runner on this machine holds the pipeline's lock for this very run (run ids
+    are per journal, and the journal is this machine's); otherwise its runner died: interrupted.
+    """
+    if state.status is not RunStatus.UNFINISHED:
+        return state
+    here = current_identity()[1]
+    running = holder is not None and holder.run_id == state.run_id and holder.host == here
+    return as_running(state) if running else as_crashed(state)
+
+
 def load_state(journal: Journal, run_id: int, *, lock: Lock | None = None) -> RunState:
-    """Fold a run; an unfinished run is running while its lock is held, else it was interrupted."""
+    """Fold a run and `settle` it against its lock."""
     state = fold(run_id, journal.events(run_id))
-    if state.status is RunStatus.UNFINISHED:
-        running = lock is not None and holds_run(lock, run_id)
-        return as_running(state) if running else as_crashed(state)
-    return state
+    if state.status is not RunStatus.UNFINISHED:
+        return state
+    return settle(state, lock.holder() if lock is not None else None)
 
 
 def latest_successes(journal: Journal, pipeline: str, env: str) -> dict[StepKey, Provenance]:

@@ -9,18 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.app.facts import default_fingerprinter, verify_key
-from flywheel.app.policies import load_state, recovered_by
+from flywheel.app.policies import load_state, recovered_by, settle
 from flywheel.app.session import Session
 from flywheel.errors import NotFound, UsageError
 from flywheel.events import StepMarked
-from flywheel.lock import current_identity, holds_run
+from flywheel.lock import current_identity
 from flywheel.outputs import CheckStatus, OutputCheck
 from flywheel.params import resolve_outputs
 from flywheel.planner import (
     parse_selectors,
 )
 from flywheel.spec import StepKey
-from flywheel.state import RunState, RunStatus, StepStatus, as_crashed, as_running, fold
+from flywheel.state import RunState, StepStatus, fold
 
 # ---------------------------------------------------------------------------------------------
 # status, history, logs
@@ -61,14 +61,8 @@ def list_runs(session: Session, *, limit: int = 20, all_envs: bool = False) -> l
     with session.journal() as journal:
         rows = journal.runs(session.pipeline, None if all_envs else session.env_name, limit=limit)
         events = journal.events_of_runs([r.run_id for r in rows])
-        lock = session.lock()
-        out = []
-        for row in rows:
-            state = fold(row.run_id, events[row.run_id])
-            if state.status is RunStatus.UNFINISHED:
-                state = as_running(state) if holds_run(lock, row.run_id) else as_crashed(state)
-            out.append(state)
-        return out
+        holder = session.lock().holder()
+        return [settle(fold(row.run_id, events[row.run_id]), holder) for row in rows]
 
 
 def log_files(session: Session, run_id: int, step: str | None = None) -> list[Path]:

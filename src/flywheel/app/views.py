@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flywheel.app.runs import PlannedRun
@@ -34,3 +35,22 @@ def planned_summary(planned: PlannedRun) -> dict[str, Any]:
         },
         "warnings": list(planned.warnings),
     }
+
+
+_FLAGS = (("skip", "--skip-steps"), ("only", "--only"), ("from_step", "--from-step"))
+_SWITCHES = (("force", "--force"), ("reuse_stale", "--reuse-stale"), ("again", "--again"))
+
+
+def request_flags(request: Mapping[str, Any]) -> str:
+    """A journaled request as the command words that repeat it: `resume --skip-steps=1,2 --force`.
+
+    The one place a request becomes flags, so the run list, the dashboard and the CLI spell them as the
+    CLI takes them (and a flag added to `PlanRequest` is added here once).
+    """
+    words = [str(request.get("mode", ""))] if request.get("mode") else []
+    for field_name, flag in _FLAGS:
+        value = request.get(field_name)
+        if value:
+            words.append(f"{flag}={','.join(value) if isinstance(value, list | tuple) else value}")
+    words += [flag for field_name, flag in _SWITCHES if request.get(field_name)]
+    return " ".join(words)

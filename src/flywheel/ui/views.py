@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from flywheel.planner import Action, Mode, PlanRequest, TimeSaved
 from flywheel.render import SYMBOL
 from flywheel.reports.run_report import AttemptSpan, attempts
 from flywheel.spec import PipelineSpec, Project, StepKey, load_project
-from flywheel.state import RunState, RunStatus, StepState, StepStatus, as_crashed, as_running, fold
+from flywheel.state import RunState, RunStatus, StepState, StepStatus, fold
 from flywheel.ui.launcher import ResumeJob
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,7 @@ class Locks:
     def settle(self, state: RunState, pipeline: str, env: str) -> RunState:
         if state.status is not RunStatus.UNFINISHED:
             return state
-        holder = self.holder(pipeline, env)
-        return as_running(state) if holder is not None and holder.run_id == state.run_id else as_crashed(state)
+        return api.settle(state, self.holder(pipeline, env))
 
 
 def load_run(journal: Journal, home: Path, run_id: int) -> tuple[RunState, list[Event]]:
@@ -160,19 +159,6 @@ class RunList:
     envs: tuple[str, ...]
     statuses: tuple[str, ...] = tuple(s.value for s in RunStatus if s is not RunStatus.UNFINISHED)
     truncated: bool = False
-
-
-def describe_request(request: Mapping[str, Any]) -> str:
-    """A run's request as the flags that would repeat it: `resume --skip=1,2`."""
-    what = str(request.get("mode", "")) if request else ""
-    for flag in ("skip", "only"):
-        if request.get(flag):
-            what += f" --{flag}={','.join(request[flag])}"
-    if request.get("from_step"):
-        what += f" --from-step={request['from_step']}"
-    if request.get("force"):
-        what += " --force"
-    return what
 
 
 def list_runs(
@@ -213,7 +199,7 @@ def list_runs(
                     duration=state.duration,
                     user=f"{st.user}@{st.host}" if st and st.user else "",
                     parent_run=st.parent_run if st else None,
-                    request=describe_request(st.request) if st else "",
+                    request=api.request_flags(st.request) if st else "",
                     failed=tuple(str(k) for k in state.failed_keys),
                     source=st.source if st else "",
                 )

@@ -61,7 +61,9 @@ def _children(pid: int) -> set[int]:
     return {int(p) for p in found}
 
 
-def one(base: Path, raw: Path, oracle: dict[str, Any], seconds: float, rng: random.Random, i: int) -> dict[str, Any]:
+def one(
+    base: Path, raw: Path, oracle: dict[str, Any], seconds: float, rng: random.Random, i: int, keep: Path | None
+) -> dict[str, Any]:
     home = base / f"home-{i}"
     shutil.copytree(raw, home / "data" / "raw")
     mode = rng.choice(MODES)
@@ -106,11 +108,16 @@ def one(base: Path, raw: Path, oracle: dict[str, Any], seconds: float, rng: rand
     rerun = {str(e.key) for run, evs in history.items() if run > 1 for e in evs if isinstance(e, StepStarted)}
     if mode != "step" and succeeded_before & rerun:
         problems.append(f"succeeded before the kill but ran again: {sorted(succeeded_before & rerun)}")
-    if snapshot(home) != oracle:
-        problems.append("outputs differ from the uninterrupted run's")
+    try:
+        if snapshot(home) != oracle:
+            problems.append("outputs differ from the uninterrupted run's")
+    except Exception as exc:  # an unreadable output is a finding, not the end of the soak
+        problems.append(f"outputs unreadable: {exc}")
     verified = flywheel(home, "verify")
     if verified.returncode != 0:
-        problems.append(f"verify exited {verified.returncode}")
+        problems.append(f"verify exited {verified.returncode}: {verified.stdout.strip()[-400:]}")
+    if problems and keep is not None:  # the evidence, for a post-mortem
+        shutil.copytree(home, keep / f"home-{i}", symlinks=True, dirs_exist_ok=True)
     shutil.rmtree(home, ignore_errors=True)
     return {"i": i, "mode": killed, "moment": moment, "resumes": resumes, "ok": not problems, "problems": problems}
 
@@ -120,6 +127,8 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=200, help="how many killed runs")
     parser.add_argument("--seed", type=int, default=20261203)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "soak.json")
+    parser.add_argument("--keep", type=Path, default=None, help="copy the home of every failed case here")
+    parser.add_argument("--only", type=int, default=None, help="run only case I (same draws as the full soak)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     began = time.monotonic()
@@ -138,7 +147,10 @@ def main() -> int:
         oracle = snapshot(oracle_home)
         results = []
         for i in range(args.n):
-            result = one(base, raw, oracle, seconds, rng, i)
+            if args.only is not None and i != args.only:
+                rng.choice(MODES), rng.uniform(0.02, 0.98)  # the same draws as the full soak
+                continue
+            result = one(base, raw, oracle, seconds, rng, i, args.keep)
             results.append(result)
             mark = "ok" if result["ok"] else "FAILED " + "; ".join(result["problems"])
             print(f"{i + 1}/{args.n} {result['mode']} at {result['moment']:.3f}: {mark}", flush=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -76,6 +77,8 @@ def _connect(params: Mapping[str, Any], *, create: bool = False, write: bool = T
             "(register-part-tables) with create_database: true, or fix the `catalog` setting",
         )
     path.parent.mkdir(parents=True, exist_ok=True)
+    if create and not path.exists():
+        _create_catalog_file(path)
     deadline = time.monotonic() + float(params.get("catalog_lock_timeout") or 60)
     delay = 0.05
     while True:
@@ -119,6 +122,27 @@ def _connect(params: Mapping[str, Any], *, create: bool = False, write: bool = T
         yield conn
     finally:
         conn.close()
+
+
+def _create_catalog_file(path: Path) -> None:
+    """Create an empty catalog file whole or not at all.
+
+    DuckDB writes a new file's header in several writes; a process killed in between (a power cut, a
+    runner killed with its steps) left a file DuckDB refuses ("not a valid DuckDB database file") and
+    every later step 3 failed on it. The file is made under a private name and linked into place, which
+    also lets the two contexts of step 3 race to create it: the second link fails and keeps the first.
+    """
+    import duckdb
+
+    staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    duckdb.connect(str(staging)).close()
+    try:
+        os.link(staging, path)
+    except FileExistsError:
+        pass
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- reading the catalog

@@ -22,6 +22,7 @@ from flywheel.app.queries import (
     log_files,
     mark_records,
     mark_succeeded,
+    read_logs,
     status,
     verify_run,
 )
@@ -46,6 +47,7 @@ from flywheel.app.session import (
 from flywheel.app.views import (
     planned_summary,
     request_flags,
+    state_summary,
 )
 
 __all__ = [
@@ -74,10 +76,12 @@ __all__ = [
     "open_session",
     "planned_summary",
     "prepare",
+    "read_logs",
     "recovered_by",
     "request_flags",
     "resolve_home",
     "settle",
+    "state_summary",
     "status",
     "verify_run",
 ]

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -93,70 +92,10 @@ def _session(pipeline: str | None, env: str | None, home: Path | None, run_id: i
     return api.open_session(pipeline, env, home, run_id=run_id)
 
 
-def _parse_sets(values: list[str] | None) -> Any:
-    from flywheel.runner import Overrides
-    from flywheel.spec import parse_duration
+def _overrides(values: list[str] | None, engine: str | None) -> Any:
+    from flywheel.app.policies import parse_overrides
 
-    timeouts: dict[str, float] = {}
-    resources: dict[str, dict[str, Any]] = {}
-    for value in values or []:
-        match = re.match(r"^([\w-]+)\.(timeout|workers|memory|worker_type|threads)=(.+)$", value.strip())
-        if not match:
-            raise UsageError(
-                f"--set {value!r} is not STEP.SETTING=VALUE",
-                fix="write e.g. --set addressable-split-and-part.timeout=3h (settings: timeout, workers, "
-                "worker_type, memory, threads)",
-            )
-        step, setting, raw = match.groups()
-        try:
-            if setting == "timeout":
-                timeouts[step] = parse_duration(raw)
-            elif setting in ("workers", "threads"):
-                resources.setdefault(step, {})[setting] = int(raw)
-            else:
-                resources.setdefault(step, {})[setting] = raw
-        except ValueError as exc:
-            raise UsageError(f"--set {value!r}: {exc}") from None
-    return Overrides(timeouts=timeouts, resources=resources)
-
-
-def _with_engine(overrides: Any, engine: str | None) -> Any:
-    """`--engine` joins the one-run overrides; checked here so a typo fails before anything runs."""
-    if engine is None:
-        return overrides
-    from dataclasses import replace
-
-    if engine.lower() not in ("duckdb", "spark"):
-        raise UsageError(f"--engine {engine!r} is not an engine", fix="use --engine duckdb or --engine spark")
-    return replace(overrides, engine=engine.lower())
-
-
-def _check_sets(session: Any, overrides: Any) -> None:
-    for step in [*overrides.timeouts, *overrides.resources]:
-        if step not in session.spec.by_id:
-            raise UsageError(
-                f"--set names unknown step {step!r}",
-                fix="steps: " + ", ".join(s.id for s in session.spec.steps),
-            )
-
-
-def _guard_environment(session: Any, request: Any, *, yes: bool, dry_run: bool) -> None:
-    """Prod asks for a note on anything that bends the rules, and for confirmation."""
-    env = session.project.config.environment(session.env_name)
-    bends = bool(request.skip or request.force or request.reuse_stale)
-    if env.require_note and bends and not (request.note or "").strip():
-        raise UsageError(
-            f"in {session.env_name}, --skip-steps, --force and --reuse-stale need --note saying why",
-            fix='add --note "..." (it is journaled with the run)',
-        )
-    if env.confirm and not yes and not dry_run:
-        if not sys.stdin.isatty():
-            raise UsageError(
-                f"{session.env_name} needs confirmation and no terminal is attached",
-                fix="add --yes to confirm",
-            )
-        if not typer.confirm(f"Run {session.pipeline} in {session.env_name}?", default=False):
-            raise typer.Exit(int(ExitCode.USAGE))
+    return parse_overrides(values or (), engine)
 
 
 def _start(
@@ -170,11 +109,13 @@ def _start(
     max_parallel: int | None,
 ) -> None:
     from flywheel import api
+    from flywheel.app.policies import check_overrides, environment_policy
     from flywheel.progress import progress
     from flywheel.render import print_plan, print_status
 
-    _check_sets(session, overrides)
-    _guard_environment(session, request, yes=yes, dry_run=dry_run)
+    check_overrides(session.spec, overrides)
+    ask = (lambda question: typer.confirm(question, default=False)) if sys.stdin.isatty() else None
+    environment_policy(session, request, confirmed=yes, dry_run=dry_run, ask=ask)
     if dry_run:
         planned = api.dry_run(session, request)
         if as_json:
@@ -204,7 +145,7 @@ def _start(
         result = api.execute(session, request, options)
     view = api.RunView(session=session, state=result.state)
     if as_json:
-        console.print_json(json.dumps(_state_json(view)))
+        console.print_json(json.dumps(api.state_summary(view)))
     else:
         console.print()
         print_status(console, view)
@@ -231,38 +172,6 @@ def _notifiers(session: Any, *, as_json: bool) -> list[Any]:
             resume_options=home_flag,
         )
     )
-
-
-def _state_json(view: Any) -> dict[str, Any]:
-    state = view.state
-    started = state.started
-    return {
-        "run_id": state.run_id,
-        "pipeline": view.session.pipeline,
-        "env": view.session.env_name,
-        "status": state.status.value,
-        "started_at": started.at if started else None,
-        "user": started.user if started else None,
-        "host": started.host if started else None,
-        "parent_run": started.parent_run if started else None,
-        "root_run": started.root_run if started else None,
-        "code_version": started.code_version if started else None,
-        "resume_command": view.resume_command,
-        "steps": [
-            {
-                "key": str(k),
-                "number": view.session.spec.step(k.step).number,
-                "status": state.step(k).status.value,
-                "attempts": state.step(k).attempts,
-                "duration": state.step(k).duration,
-                "error_type": state.step(k).error_type,
-                "error_message": state.step(k).error_message,
-                "reused_from": state.step(k).produced_by if state.step(k).status.value == "reused" else None,
-                "note": state.step(k).note,
-            }
-            for k in view.session.spec.keys
-        ],
-    }
 
 
 def run(
@@ -304,7 +213,7 @@ def run(
         dry_run=dry_run,
         as_json=as_json,
         yes=yes,
-        overrides=_with_engine(_parse_sets(set_), engine),
+        overrides=_overrides(set_, engine),
         max_parallel=max_parallel,
     )
 
@@ -361,7 +270,7 @@ def resume(
         dry_run=dry_run,
         as_json=as_json,
         yes=yes,
-        overrides=_with_engine(_parse_sets(set_), engine),
+        overrides=_overrides(set_, engine),
         max_parallel=max_parallel,
     )
 
@@ -379,7 +288,7 @@ def status(
 
     view = api.status(_session(pipeline, env, home, run_id), run_id)
     if as_json:
-        console.print_json(json.dumps(_state_json(view)))
+        console.print_json(json.dumps(api.state_summary(view)))
     else:
         print_status(console, view)
 
@@ -424,31 +333,14 @@ def logs(
 ) -> None:
     """Print the step logs of a run."""
     from flywheel import api
-    from flywheel.state import RunStatus
 
     session = _session(pipeline, env, home, run_id)
     try:
         pattern = re.compile(grep) if grep else None
     except re.error as exc:
         raise UsageError(f"--grep {grep!r} is not a regular expression: {exc}") from None
-    from flywheel.aws.logs import cloud_logs  # no boto3 until an AWS run's logs are read
-
-    cloud = cloud_logs(session, run_id, step, pattern)  # CloudWatch (Glue runs, execution) in AWS envs
-    offsets: dict[Path, int] = {}
-    while True:
-        for path in api.log_files(session, run_id, step):
-            with path.open("r", errors="replace") as handle:
-                handle.seek(offsets.get(path, 0))
-                chunk = handle.read()
-                offsets[path] = handle.tell()
-            for line in chunk.splitlines():
-                if pattern is None or pattern.search(line):
-                    console.print(f"[{path.name.removesuffix('.log')}] {line}", markup=False)
-        for entry in cloud.poll() if cloud is not None else ():
-            console.print(f"[{entry.source}] {entry.message}", markup=False)
-        if not follow or api.status(session, run_id).state.status is not RunStatus.RUNNING:
-            break
-        time.sleep(0.5)
+    for source, line in api.read_logs(session, run_id, step, pattern=pattern, follow=follow):
+        console.print(f"[{source}] {line}", markup=False)
 
 
 def steps(pipeline: PipelineOpt = None, env: EnvOpt = None, home: HomeOpt = None, as_json: JsonOpt = False) -> None:

@@ -8,14 +8,20 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from flywheel.app.session import Session
 from flywheel.errors import NotFound, UsageError
 from flywheel.journal import Journal
 from flywheel.lock import Holder, Lock, current_identity
 from flywheel.planner import (
+    PlanRequest,
     Provenance,
 )
-from flywheel.spec import StepKey
+from flywheel.runner import Overrides
+from flywheel.spec import PipelineSpec, StepKey, parse_duration
 from flywheel.state import RunState, RunStatus, as_crashed, as_running, fold
 
 # ---------------------------------------------------------------------------------------------
@@ -96,3 +102,83 @@ def find_resumable(session: Session, journal: Journal) -> RunState:
         f"no failed or interrupted run of {session.pipeline} in {session.env_name} to resume",
         fix="start one with `flywheel run`",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# one-run overrides (`--set`, `--engine`) and the environment's rules (prod)
+
+_SETTING = re.compile(r"^([\w-]+)\.(timeout|workers|memory|worker_type|threads)=(.+)$")
+ENGINES = ("duckdb", "spark")
+
+
+def parse_overrides(values: Sequence[str], engine: str | None = None) -> Overrides:
+    """`--set STEP.SETTING=VALUE` and `--engine` as one run's overrides; a typo fails before anything runs."""
+    timeouts: dict[str, float] = {}
+    resources: dict[str, dict[str, Any]] = {}
+    for value in values:
+        match = _SETTING.match(value.strip())
+        if not match:
+            raise UsageError(
+                f"--set {value!r} is not STEP.SETTING=VALUE",
+                fix="write e.g. --set addressable-split-and-part.timeout=3h (settings: timeout, workers, "
+                "worker_type, memory, threads)",
+            )
+        step, setting, raw = match.groups()
+        try:
+            if setting == "timeout":
+                timeouts[step] = parse_duration(raw)
+            elif setting in ("workers", "threads"):
+                resources.setdefault(step, {})[setting] = int(raw)
+            else:
+                resources.setdefault(step, {})[setting] = raw
+        except ValueError as exc:
+            raise UsageError(f"--set {value!r}: {exc}") from None
+    if engine is not None and engine.lower() not in ENGINES:
+        raise UsageError(f"--engine {engine!r} is not an engine", fix="use --engine duckdb or --engine spark")
+    return Overrides(timeouts=timeouts, resources=resources, engine=engine.lower() if engine else None)
+
+
+def check_overrides(spec: PipelineSpec, overrides: Overrides) -> None:
+    """Every step an override names exists in the pipeline."""
+    for step in [*overrides.timeouts, *overrides.resources]:
+        if step not in spec.by_id:
+            raise UsageError(
+                f"--set names unknown step {step!r}",
+                fix="steps: " + ", ".join(s.id for s in spec.steps),
+            )
+
+
+def require_note(session: Session, request: PlanRequest) -> None:
+    """Where the environment requires it (prod), anything that bends the rules carries a note saying why."""
+    env = session.project.config.environment(session.env_name)
+    bends = bool(request.skip or request.force or request.reuse_stale or request.again)
+    if env.require_note and bends and not (request.note or "").strip():
+        raise UsageError(
+            f"in {session.env_name}, --skip-steps, --force, --reuse-stale and --again need --note saying why",
+            fix='add --note "..." (it is journaled with the run)',
+        )
+
+
+def environment_policy(
+    session: Session,
+    request: PlanRequest,
+    *,
+    confirmed: bool,
+    dry_run: bool,
+    ask: Callable[[str], bool] | None,
+) -> None:
+    """The environment's rules before a run: a note where rules are bent, and confirmation (prod).
+
+    `ask` puts the question to a person (None when nobody can answer: no terminal); `confirmed` is
+    `--yes` or the environment's name typed in the dashboard.
+    """
+    require_note(session, request)
+    env = session.project.config.environment(session.env_name)
+    if not env.confirm or confirmed or dry_run:
+        return
+    if ask is None:
+        raise UsageError(
+            f"{session.env_name} needs confirmation and no terminal is attached", fix="add --yes to confirm"
+        )
+    if not ask(f"Run {session.pipeline} in {session.env_name}?"):
+        raise UsageError(f"not confirmed: nothing was run in {session.env_name}")

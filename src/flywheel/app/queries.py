@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from flywheel.planner import (
     parse_selectors,
 )
 from flywheel.spec import StepKey
-from flywheel.state import RunState, StepStatus, fold
+from flywheel.state import RunState, RunStatus, StepStatus, fold
 
 # ---------------------------------------------------------------------------------------------
 # status, history, logs
@@ -230,3 +231,33 @@ def mark_records(session: Session, key: StepKey) -> tuple[Mapping[str, Any], ...
     fp = default_fingerprinter(session)
     params = fp.params(key)
     return fp.output_records(key, resolve_outputs(session.spec, key, params), (), params)
+
+
+def read_logs(
+    session: Session,
+    run_id: int,
+    step: str | None = None,
+    *,
+    pattern: re.Pattern[str] | None = None,
+    follow: bool = False,
+    poll_seconds: float = 0.5,
+) -> Iterator[tuple[str, str]]:
+    """The lines of a run's logs as (source, line): each attempt's local log, and for AWS runs the
+    CloudWatch logs of its Glue runs and execution. With `follow`, keeps reading while the run runs."""
+    from flywheel.aws.logs import cloud_logs  # no boto3 until an AWS run's logs are read
+
+    cloud = cloud_logs(session, run_id, step, pattern)
+    offsets: dict[Path, int] = {}
+    while True:
+        for path in log_files(session, run_id, step):
+            with path.open("r", errors="replace") as handle:
+                handle.seek(offsets.get(path, 0))
+                chunk = handle.read()
+                offsets[path] = handle.tell()
+            source = path.name.removesuffix(".log")
+            yield from ((source, line) for line in chunk.splitlines() if pattern is None or pattern.search(line))
+        for entry in cloud.poll() if cloud is not None else ():
+            yield entry.source, entry.message
+        if not follow or status(session, run_id).state.status is not RunStatus.RUNNING:
+            return
+        time.sleep(poll_seconds)

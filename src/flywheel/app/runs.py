@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from flywheel.app.facts import default_fingerprinter, gather
-from flywheel.app.policies import find_resumable, load_state, recovered_by
+from flywheel.app.policies import find_resumable, load_state, recovered_by, require_note
 from flywheel.app.session import Session
 from flywheel.errors import UsageError
 from flywheel.events import RunOutcome, RunStarted
@@ -70,6 +70,7 @@ def prepare(
 ) -> PlannedRun:
     """Find the source run, gather facts and plan. The same plan a dry run prints is what runs."""
     check_request(session.spec, request)
+    require_note(session, request)  # library callers meet the environment's rules too
     source: RunState | None = None
     if request.source_run is not None:
         row = journal.run(request.source_run)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flywheel.app.queries import RunView
 from flywheel.app.runs import PlannedRun
 from flywheel.planner import (
     Action,
 )
+from flywheel.state import StepStatus
 
 
 def planned_summary(planned: PlannedRun) -> dict[str, Any]:
@@ -20,10 +22,12 @@ def planned_summary(planned: PlannedRun) -> dict[str, Any]:
         "request": planned.plan.request.to_dict(),
         "decisions": [
             {
+                "number": planned.session.spec.step(d.key.step).number,
                 "key": str(d.key),
                 "action": d.action.value,
                 "reason": d.reason,
                 "source_run": d.source.produced_by if d.source else None,
+                "duration": d.source.duration if d.source else None,
             }
             for d in planned.plan.decisions
         ],
@@ -54,3 +58,36 @@ def request_flags(request: Mapping[str, Any]) -> str:
             words.append(f"{flag}={','.join(value) if isinstance(value, list | tuple) else value}")
     words += [flag for field_name, flag in _SWITCHES if request.get(field_name)]
     return " ".join(words)
+
+
+def state_summary(view: RunView) -> dict[str, Any]:
+    """A run as JSON: `flywheel status --json`, `run --json` and the end of `resume --json`."""
+    state = view.state
+    started = state.started
+    return {
+        "run_id": state.run_id,
+        "pipeline": view.session.pipeline,
+        "env": view.session.env_name,
+        "status": state.status.value,
+        "started_at": started.at if started else None,
+        "user": started.user if started else None,
+        "host": started.host if started else None,
+        "parent_run": started.parent_run if started else None,
+        "root_run": started.root_run if started else None,
+        "code_version": started.code_version if started else None,
+        "resume_command": view.resume_command,
+        "steps": [
+            {
+                "key": str(k),
+                "number": view.session.spec.step(k.step).number,
+                "status": state.step(k).status.value,
+                "attempts": state.step(k).attempts,
+                "duration": state.step(k).duration,
+                "error_type": state.step(k).error_type,
+                "error_message": state.step(k).error_message,
+                "reused_from": state.step(k).produced_by if state.step(k).status is StepStatus.REUSED else None,
+                "note": state.step(k).note,
+            }
+            for k in view.session.spec.keys
+        ],
+    }

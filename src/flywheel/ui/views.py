@@ -412,20 +412,8 @@ def resume_preview(session: api.Session, run_id: int) -> ResumePreview:
         planned = api.dry_run(session, PlanRequest(mode=Mode.RESUME, source_run=run_id))
     except FlywheelError as exc:
         return ResumePreview(error=exc.message, fix=exc.fix)
-    spec = session.spec
-    decisions = tuple(
-        {
-            "number": spec.by_id[d.key.step].number,
-            "key": str(d.key),
-            "action": d.action.value,
-            "reason": d.reason,
-            "source_run": d.source.produced_by if d.source else None,
-            "duration": d.source.duration if d.source else None,
-        }
-        for d in planned.plan.decisions
-    )
     return ResumePreview(
-        decisions=decisions,
+        decisions=tuple(api.planned_summary(planned)["decisions"]),
         to_run=len(planned.plan.keys(Action.RUN)),
         to_reuse=len(planned.plan.keys(Action.REUSE)),
         saved=planned.time_saved,

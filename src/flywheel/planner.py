@@ -299,37 +299,39 @@ def _tainted_by(
     return None
 
 
-def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
-    """Decide every key's action; raise `PlanRefused` (listing every problem) for an unsafe request."""
-    source = inputs.source
-    if request.mode is Mode.RESUME and source is None:
-        raise UsageError("resume needs a run to resume", fix="name a run id, or start with `flywheel run`")
-    selection = select(spec, request)
-    skip, only, start = set(selection.skip), set(selection.only), set(selection.start)
-
-    reasons: dict[StepKey, str] = {}
+def _reusable(
+    spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs, reasons: dict[StepKey, str]
+) -> dict[StepKey, Provenance]:
+    """What the source run finished and may be reused: outputs that verify, not stale (or kept)."""
     reusable: dict[StepKey, Provenance] = {}
     for key in spec.keys:
-        found = _from_source(source, key)
+        found = _from_source(inputs.source, key)
         if found is not None and key in inputs.invalid:
             reasons[key] = f"outputs from run {found.produced_by} no longer verify: {inputs.invalid[key]}"
-            found = None
         elif found is not None and key in inputs.stale and not request.reuse_stale:
             reasons[key] = f"stale since run {found.produced_by}: {inputs.stale[key]}"
-            found = None
-        if found is not None:
+        elif found is not None:
             reusable[key] = found
+    return reusable
 
-    # 1. which keys were asked to run
+
+def _selected(
+    spec: PipelineSpec,
+    request: PlanRequest,
+    selection: Selection,
+    source: RunState | None,
+    reusable: Mapping[StepKey, Provenance],
+    reasons: dict[StepKey, str],
+) -> set[StepKey]:
+    """The keys the request asks to run, before what is downstream of them is added."""
     selected: set[StepKey]
-    if only:
-        selected = set(only)
-        for key in only:
-            reasons[key] = "selected by --only"
-    elif start:
-        selected = start | _descendants(spec, start)
+    if selection.only:
+        selected = set(selection.only)
+        reasons.update({key: "selected by --only" for key in selected})
+    elif selection.start:
+        selected = set(selection.start) | _descendants(spec, selection.start)
         for key in selected:
-            reasons[key] = "selected by --from-step" if key in start else f"downstream of {request.from_step}"
+            reasons[key] = "selected by --from-step" if key in selection.start else f"downstream of {request.from_step}"
     elif request.mode is Mode.RESUME:
         assert source is not None
         selected = {k for k in spec.keys if k not in reusable}
@@ -337,98 +339,127 @@ def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
             reasons.setdefault(key, _why_not_done(source, key))
     else:
         selected = set(spec.keys)
-        for key in selected:
-            reasons[key] = "fresh run"
-    selected -= skip
+        reasons.update({key: "fresh run" for key in selected})
+    return selected - selection.skip
 
-    # 2. whatever is downstream of a rerun step must rerun too (only --only leaves it unexecuted)
-    decisions: dict[StepKey, StepDecision] = {}
-    problems: list[str] = []
-    refused: set[StepKey] = set()
-    running: set[StepKey] = set()
-    vouched = skip if request.force else set()
-    for key in spec.keys:
-        upstream_running = [u for u in spec.upstream_keys(key) if u in running]
-        if key in selected or (upstream_running and not only and key not in skip):
-            if key not in selected:
-                reasons[key] = f"upstream {upstream_running[0]} reruns"
-            running.add(key)
-            decisions[key] = StepDecision(key, Action.RUN, reasons[key])
-            continue
-        if key in skip:
-            found = reusable.get(key) if source is not None else None
-            found = found or inputs.latest.get(key)
-            if found is not None and key in inputs.invalid and request.force:
-                found = None  # skipped anyway, recorded without a source
-            elif found is not None and key in inputs.invalid:
-                problems.append(
-                    f"cannot skip {key}: the outputs of its last success (run {found.produced_by}) no longer "
-                    f"verify: {inputs.invalid[key]} (run it, or add --force to skip it anyway)"
-                )
-                refused.add(key)
-                decisions[key] = StepDecision(key, Action.SKIP, "refused: outputs no longer verify")
-                continue
-            tainted = _tainted_by(spec, key, decisions, vouched)
-            if tainted is not None and tainted not in refused and not request.force:
-                verb = "runs" if tainted in running else "is not executed"
-                problems.append(
-                    f"cannot skip {key}: its upstream {tainted} {verb} in this plan, so the "
-                    f"outputs it would reuse are out of date (skip {tainted} too, or --force)"
-                )
-            if found is not None:
-                decisions[key] = StepDecision(
-                    key, Action.REUSE, f"skipped by --skip-steps; reusing run {found.produced_by}", found
-                )
-            elif request.force:
-                decisions[key] = StepDecision(key, Action.SKIP, "skipped by --skip-steps with --force (no source)")
-            else:
-                refused.add(key)
-                decisions[key] = StepDecision(key, Action.SKIP, "refused: nothing to reuse")
-                problems.append(
-                    f"cannot skip {key}: no successful run of it in this pipeline and environment to reuse "
-                    "(run it, or add --force to skip it without a source)"
-                )
-            continue
-        tainted = _tainted_by(spec, key, decisions, vouched)
-        if tainted is not None:  # --only: downstream of a rerun (or of a key left out) must not reuse old outputs
-            why = "reruns" if decisions[tainted].action is Action.RUN else "is not executed"
-            decisions[key] = StepDecision(
+
+@dataclass
+class _Decisions:
+    """Decisions made so far, in topological order, and the problems that refuse the plan."""
+
+    spec: PipelineSpec
+    request: PlanRequest
+    inputs: PlanInputs
+    vouched: frozenset[StepKey]
+    by_key: dict[StepKey, StepDecision] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    refused: set[StepKey] = field(default_factory=set)
+
+    def refuse(self, key: StepKey, reason: str, problem: str) -> None:
+        self.refused.add(key)
+        self.by_key[key] = StepDecision(key, Action.SKIP, reason)
+        self.problems.append(problem)
+
+    def tainted_by(self, key: StepKey) -> StepKey | None:
+        return _tainted_by(self.spec, key, self.by_key, self.vouched)
+
+    def skipped(self, key: StepKey, found: Provenance | None) -> None:
+        """`--skip-steps`: reuse the latest success of the key, when that is safe (or forced)."""
+        request, inputs = self.request, self.inputs
+        if found is not None and key in inputs.invalid and request.force:
+            found = None  # skipped anyway, recorded without a source
+        elif found is not None and key in inputs.invalid:
+            self.refuse(
                 key,
-                Action.SKIP,
-                f"not selected; upstream {tainted} {why}, so its old outputs are stale",
+                "refused: outputs no longer verify",
+                f"cannot skip {key}: the outputs of its last success (run {found.produced_by}) no longer "
+                f"verify: {inputs.invalid[key]} (run it, or add --force to skip it anyway)",
             )
-            continue
-        found = reusable.get(key)
+            return
+        tainted = self.tainted_by(key)
+        if tainted is not None and tainted not in self.refused and not request.force:
+            verb = "runs" if self.by_key[tainted].action is Action.RUN else "is not executed"
+            self.problems.append(
+                f"cannot skip {key}: its upstream {tainted} {verb} in this plan, so the "
+                f"outputs it would reuse are out of date (skip {tainted} too, or --force)"
+            )
         if found is not None:
+            reason = f"skipped by --skip-steps; reusing run {found.produced_by}"
+            self.by_key[key] = StepDecision(key, Action.REUSE, reason, found)
+        elif request.force:
+            self.by_key[key] = StepDecision(key, Action.SKIP, "skipped by --skip-steps with --force (no source)")
+        else:
+            self.refuse(
+                key,
+                "refused: nothing to reuse",
+                f"cannot skip {key}: no successful run of it in this pipeline and environment to reuse "
+                "(run it, or add --force to skip it without a source)",
+            )
+
+    def left_or_reused(self, key: StepKey, found: Provenance | None, reason: str) -> None:
+        """A key not asked to run: reused when it and everything upstream of it are intact."""
+        tainted = self.tainted_by(key)
+        if tainted is not None:  # --only: downstream of a rerun (or of a key left out) must not reuse old outputs
+            why = "reruns" if self.by_key[tainted].action is Action.RUN else "is not executed"
+            text = f"not selected; upstream {tainted} {why}, so its old outputs are stale"
+            self.by_key[key] = StepDecision(key, Action.SKIP, text)
+        elif found is not None:
             text = f"succeeded in run {found.produced_by}"
             if found.recorded_in != found.produced_by:
                 text += f" (reused by run {found.recorded_in})"
-            if key in inputs.stale:
-                text += f"; stale ({inputs.stale[key]}) but kept by --reuse-stale"
-            decisions[key] = StepDecision(key, Action.REUSE, text, found, stale_kept=key in inputs.stale)
+            stale = key in self.inputs.stale
+            if stale:
+                text += f"; stale ({self.inputs.stale[key]}) but kept by --reuse-stale"
+            self.by_key[key] = StepDecision(key, Action.REUSE, text, found, stale_kept=stale)
         else:
-            decisions[key] = StepDecision(key, Action.SKIP, reasons.get(key, "not selected"))
+            self.by_key[key] = StepDecision(key, Action.SKIP, reason)
 
-    # 3. a key that runs needs every dependency run or reused
+    def check_dependencies(self) -> None:
+        """A key that runs needs every dependency run or reused."""
+        for key in self.spec.keys:
+            if self.by_key[key].action is not Action.RUN:
+                continue
+            for up in self.spec.upstream_keys(key):
+                dep = self.by_key[up]
+                if dep.action is Action.SKIP and up not in self.refused and not self.request.force:
+                    self.problems.append(
+                        f"cannot run {key}: its dependency {up} neither runs nor has a success to reuse ({dep.reason})"
+                    )
+
+
+def plan(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Plan:
+    """Decide every key's action; raise `PlanRefused` (listing every problem) for an unsafe request."""
+    source = inputs.source
+    if request.mode is Mode.RESUME and source is None:
+        raise UsageError("resume needs a run to resume", fix="name a run id, or start with `flywheel run`")
+    selection = select(spec, request)
+    reasons: dict[StepKey, str] = {}
+    reusable = _reusable(spec, request, inputs, reasons)
+    selected = _selected(spec, request, selection, source, reusable, reasons)
+
+    # in topological order: what is downstream of a rerun reruns too (only --only leaves it not executed)
+    made = _Decisions(spec, request, inputs, vouched=selection.skip if request.force else frozenset())
     for key in spec.keys:
-        if decisions[key].action is not Action.RUN:
-            continue
-        for up in spec.upstream_keys(key):
-            dep = decisions[up]
-            if dep.action is Action.SKIP and up not in refused and not request.force:
-                problems.append(
-                    f"cannot run {key}: its dependency {up} neither runs nor has a success to reuse ({dep.reason})"
-                )
-    if request.mode is Mode.RUN and not problems and not any(d.action is Action.RUN for d in decisions.values()):
+        upstream_running = [u for u in spec.upstream_keys(key) if made.by_key[u].action is Action.RUN]
+        if key in selected or (upstream_running and not selection.only and key not in selection.skip):
+            reason = reasons[key] if key in selected else f"upstream {upstream_running[0]} reruns"
+            made.by_key[key] = StepDecision(key, Action.RUN, reason)
+        elif key in selection.skip:
+            made.skipped(key, (reusable.get(key) if source is not None else None) or inputs.latest.get(key))
+        else:
+            made.left_or_reused(key, reusable.get(key), reasons.get(key, "not selected"))
+    made.check_dependencies()
+
+    if request.mode is Mode.RUN and not made.problems and not any(d.action is Action.RUN for d in made.by_key.values()):
         raise UsageError(
             "this selection runs nothing: every step would be skipped or reused",
             fix="name the steps to run with --only or --from-step, or drop --skip-steps",
         )
-    if problems:
-        unique = tuple(dict.fromkeys(problems))
+    if made.problems:
+        unique = tuple(dict.fromkeys(made.problems))
         raise PlanRefused(
             unique[0] if len(unique) == 1 else f"the request cannot be planned safely ({len(unique)} problems)",
             details=unique if len(unique) > 1 else (),
             fix="adjust the selection; `flywheel steps` lists the steps and `flywheel status` what finished",
         )
-    return Plan(request=request, decisions=tuple(decisions[k] for k in spec.keys))
+    return Plan(request=request, decisions=tuple(made.by_key[k] for k in spec.keys))

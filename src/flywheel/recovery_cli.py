@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from flywheel.errors import ExitCode, UsageError
+from flywheel.state import StepStatus
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -115,7 +116,7 @@ def try_(
     else:
         for key in result.keys:
             step = result.state.step(key)
-            if step.status.value == "succeeded":
+            if step.status is StepStatus.SUCCEEDED:
                 console.print(f"✅ {key} works on the current inputs ({duration(step.duration)})", style="green")
             else:
                 console.print(f"❌ {key} fails: {step.error_type}: {step.error_message}", style="red", markup=False)

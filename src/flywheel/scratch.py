@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,18 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flywheel.app.facts import ancestors, default_fingerprinter
+from flywheel.app.runs import RunOptions, carry_out, run_started
 from flywheel.errors import PlanRefused, UsageError
-from flywheel.events import RunStarted
-from flywheel.executors import create_executor
 from flywheel.fingerprints import OutputFingerprinter
 from flywheel.journal import Journal, open_journal
-from flywheel.lock import current_identity
 from flywheel.outputs import placeholders, split_scheme
 from flywheel.params import resolve_outputs, resolve_params
 from flywheel.planner import Action, Mode, Plan, PlanRequest, StepDecision, parse_selectors
-from flywheel.runner import Observer, Overrides, Runner
+from flywheel.runner import Observer, Overrides
 from flywheel.spec import PipelineSpec, StepKey
-from flywheel.state import RunState, fold
+from flywheel.state import RunState, StepStatus
 
 if TYPE_CHECKING:
     from flywheel.api import Session
@@ -53,7 +50,7 @@ class TryResult:
 
     @property
     def succeeded(self) -> bool:
-        return all(self.state.step(k).status.value == "succeeded" for k in self.keys)
+        return all(self.state.step(k).status is StepStatus.SUCCEEDED for k in self.keys)
 
     def log_paths(self) -> list[Path]:
         return [Path(p) for k in self.keys if (p := self.state.step(k).log_path)]
@@ -187,32 +184,10 @@ def try_step(
     request = PlanRequest(mode=Mode.RUN, only=tuple(str(k) for k in keys), note=f"try {selection}")
     with open_journal(home) as scratch_journal:
         run_id = scratch_journal.new_run(session.pipeline, session.env_name)
-        user, host = current_identity()
-        started = RunStarted(
-            run_id=run_id,
-            at=time.time(),
-            pipeline=session.pipeline,
-            env=session.env_name,
-            request=request.to_dict(),
-            user=user,
-            host=host,
-            source="try",
-            definition=spec.source_path,
-        )
-        runner = Runner(
-            spec=spec,
-            env_name=session.env_name,
-            env=scratch_env,
-            home=home,
-            journal=scratch_journal,
-            executor=create_executor(scratch_env.executor, spec=spec, env_name=session.env_name, env=scratch_env),
-            observers=observers,
-            fingerprinter=default_fingerprinter(session),
-            overrides=overrides or Overrides(),
-            cancel=threading.Event(),
-        )
-        runner.execute(Plan(request=request, decisions=decisions), started)
-        state = fold(run_id, scratch_journal.events(run_id))
+        started = run_started(session, run_id, request, None, origin="try")
+        options = RunOptions(observers=observers, overrides=overrides or Overrides())
+        decided = Plan(request=request, decisions=decisions)
+        _, state = carry_out(session, scratch_env, home, scratch_journal, decided, started, options)
     return TryResult(keys=keys, scratch=home, state=state, redirected=redirected, copied=copied)
 
 

@@ -29,9 +29,10 @@ from flywheel.planner import (
     PlanInputs,
     PlanRequest,
     Provenance,
+    select,
 )
 from flywheel.spec import PipelineSpec, StepKey
-from flywheel.state import RunState, StepState, StepStatus
+from flywheel.state import RunState, RunStatus, StepState, StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,12 @@ def gather(session: Session, journal: Journal, request: PlanRequest, source: Run
     """Facts for the planner: outputs that no longer verify, stale steps, warnings for the operator."""
     fp = default_fingerprinter(session)
     spec = session.spec
-    latest: dict[StepKey, Provenance] = (
-        latest_successes(journal, session.pipeline, session.env_name) if request.skip else {}
-    )
+    skipped = select(spec, request).skip
+    latest: dict[StepKey, Provenance] = {  # only the skipped keys may reuse a latest success: verify only them
+        key: found
+        for key, found in (latest_successes(journal, session.pipeline, session.env_name) if skipped else {}).items()
+        if key in skipped
+    }
     if source is not None and source.started is None and source.last_event_at is not None:
         raise _refuse_full_refresh(
             f"the journal of run {source.run_id} is incomplete (it has no start event), so flywheel cannot "
@@ -280,7 +284,7 @@ def _refuse_while_orphans_run(session: Session, source: RunState) -> None:
     """A runner killed with SIGKILL cannot stop its steps. Its fork server stops them when it notices,
     so wait a moment; a step still writing after that (its fork server died too) would race a rerun
     of the same outputs, so the resume is refused with the command that stops it."""
-    if source.status.value != "interrupted" or source.finished_at is not None:
+    if source.status is not RunStatus.INTERRUPTED or source.finished_at is not None:
         return  # a run that ended cleanly stopped its steps
     deadline = time.monotonic() + ORPHAN_WAIT_SECONDS
     orphans = live_step_processes(session.home, source.run_id)

@@ -198,46 +198,66 @@ def _execute(
             options.confirm(planned)
         run_id = journal.new_run(session.pipeline, session.env_name)
         lock.update(run_id=run_id, command=request.mode.value)
-        user, host = current_identity()
-        source = planned.source
-        started = RunStarted(
-            run_id=run_id,
-            at=time.time(),
-            pipeline=session.pipeline,
-            env=session.env_name,
-            parameters=dict(session.spec.params),
-            parent_run=source.run_id if source else None,
-            root_run=(source.started.root_run or source.run_id) if source and source.started else None,
-            request=planned.plan.request.to_dict(),
-            user=user,
-            host=host,
-            flywheel_version=flywheel_version(),
-            code_version=code_version(session.project.root),
-            definition=session.spec.source_path,
-        )
+        started = run_started(session, run_id, planned.plan.request, planned.source)
         if options.on_planned is not None:
             options.on_planned(planned, run_id)
-        runner = Runner(
-            spec=session.spec,
-            env_name=session.env_name,
-            env=env,
-            home=session.home,
-            journal=journal,
-            executor=executor or create_executor(env.executor, spec=session.spec, env_name=session.env_name, env=env),
-            observers=options.observers,
-            fingerprinter=options.fingerprinter or _default_fingerprinter(session),
-            overrides=options.overrides,
-            max_parallel=options.max_parallel,
-            cancel=options.cancel or threading.Event(),
-        )
-        with _stop_on_signals(runner.cancel):
-            outcome = runner.execute(planned.plan, started)
-        state = fold(run_id, journal.events(run_id))
+        outcome, state = carry_out(session, env, session.home, journal, planned.plan, started, options, executor)
     return RunResult(run_id=run_id, outcome=outcome, state=state, planned=planned)
 
 
-def _default_fingerprinter(session: Session) -> Fingerprinter:
-    return default_fingerprinter(session)
+def run_started(
+    session: Session, run_id: int, request: PlanRequest, source: RunState | None, *, origin: str = "local"
+) -> RunStarted:
+    """The first event of a run: what was asked, by whom, from where, with which code, continuing what."""
+    user, host = current_identity()
+    return RunStarted(
+        run_id=run_id,
+        at=time.time(),
+        pipeline=session.pipeline,
+        env=session.env_name,
+        parameters=dict(session.spec.params),
+        parent_run=source.run_id if source else None,
+        root_run=(source.started.root_run or source.run_id) if source and source.started else None,
+        request=request.to_dict(),
+        user=user,
+        host=host,
+        flywheel_version=flywheel_version(),
+        code_version=code_version(session.project.root),
+        definition=session.spec.source_path,
+        source=origin,
+    )
+
+
+def carry_out(
+    session: Session,
+    env: EnvironmentSpec,
+    home: Path,
+    journal: Journal,
+    decided: Plan,
+    started: RunStarted,
+    options: RunOptions,
+    executor: Executor | None = None,
+) -> tuple[RunOutcome | None, RunState]:
+    """Hand a plan to the runner (Ctrl-C and SIGTERM stop it cleanly) and fold what it journaled.
+
+    The one place a `Runner` is made: `execute` and `flywheel try` (a scratch home and journal) use it.
+    """
+    runner = Runner(
+        spec=session.spec,
+        env_name=session.env_name,
+        env=env,
+        home=home,
+        journal=journal,
+        executor=executor or create_executor(env.executor, spec=session.spec, env_name=session.env_name, env=env),
+        observers=options.observers,
+        fingerprinter=options.fingerprinter or default_fingerprinter(session),
+        overrides=options.overrides,
+        max_parallel=options.max_parallel,
+        cancel=options.cancel or threading.Event(),
+    )
+    with _stop_on_signals(runner.cancel):
+        outcome = runner.execute(decided, started)
+    return outcome, fold(started.run_id, journal.events(started.run_id))
 
 
 def dry_run(session: Session, request: PlanRequest, gather: PlanInputsHook = gather_inputs) -> PlannedRun:

@@ -68,9 +68,9 @@ class RetryPolicy(_Frozen):
 class Resources(_Frozen):
     """Capacity settings. Not part of a step's fingerprint: raising them never makes a step stale."""
 
-    worker_type: str | None = None
+    worker_type: str | None = Field(default=None, pattern=r"^(Standard|G\.\d+X|G\.025X|Z\.\d+X)$")
     workers: int | None = Field(default=None, ge=1)
-    memory: str | None = None
+    memory: str | None = Field(default=None, pattern=r"(?i)^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
     threads: int | None = Field(default=None, ge=1)
 
 
@@ -281,17 +281,51 @@ def _line_index(node: yaml.Node, path: str = "") -> Iterator[tuple[str, int]]:
             yield from _line_index(item, f"{path}[{i}]")
 
 
+def _duplicate_keys(node: yaml.Node, path: str = "") -> Iterator[str]:
+    """Keys written twice in one mapping: YAML loaders keep the last silently, so the first is lost."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key_node, yaml.ScalarNode) and key in seen:
+                yield f"{where}: written twice, on lines {seen[key]} and {line} (the second would silently win)"
+            seen.setdefault(key, line)
+            yield from _duplicate_keys(value_node, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, f"{path}[{i}]")
+
+
 def _read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"no such file: {path}", fix="pass the path of a pipeline.yaml") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", fix="pass the path of a readable file") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DefinitionError(
+            f"{path} is not UTF-8 at byte {exc.start} (line {line}): {raw[exc.start : exc.start + 1]!r}",
+            fix="save the file as UTF-8 (most editors: File > Save with encoding)",
+        ) from None
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
         node = yaml.compose(text, Loader=loader)
         data = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         raise DefinitionError(f"{path} is not valid YAML", details=(str(exc),)) from None
+    duplicates = tuple(_duplicate_keys(node)) if node is not None else ()
+    if duplicates:
+        raise DefinitionError(
+            f"{path} has {len(duplicates)} duplicate key(s)",
+            details=duplicates,
+            fix="keep one of each (YAML keeps only the last, silently)",
+        )
     lines = dict(_line_index(node)) if node is not None else {}
     return data, lines
 

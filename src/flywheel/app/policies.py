@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from flywheel.app.session import Session
 from flywheel.errors import NotFound, UsageError
 from flywheel.journal import Journal
@@ -21,7 +23,7 @@ from flywheel.planner import (
     Provenance,
 )
 from flywheel.runner import Overrides
-from flywheel.spec import PipelineSpec, StepKey, parse_duration
+from flywheel.spec import PipelineSpec, Resources, StepKey, parse_duration
 from flywheel.state import RunState, RunStatus, as_crashed, as_running, fold
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +111,13 @@ def find_resumable(session: Session, journal: Journal) -> RunState:
 
 _SETTING = re.compile(r"^([\w-]+)\.(timeout|workers|memory|worker_type|threads)=(.+)$")
 ENGINES = ("duckdb", "spark")
+_SETTING_FIX = {
+    "timeout": "a duration longer than 0, e.g. timeout=90m or timeout=2h",
+    "workers": "a whole number of at least 1, e.g. workers=10",
+    "threads": "a whole number of at least 1, e.g. threads=4",
+    "memory": "a size with its unit, e.g. memory=3GB or memory=1500MB",
+    "worker_type": "a Glue worker type, e.g. worker_type=G.2X (Standard, G.025X, G.1X, G.2X, G.4X, G.8X, Z.2X)",
+}
 
 
 def parse_overrides(values: Sequence[str], engine: str | None = None) -> Overrides:
@@ -127,12 +136,17 @@ def parse_overrides(values: Sequence[str], engine: str | None = None) -> Overrid
         try:
             if setting == "timeout":
                 timeouts[step] = parse_duration(raw)
-            elif setting in ("workers", "threads"):
-                resources.setdefault(step, {})[setting] = int(raw)
-            else:
-                resources.setdefault(step, {})[setting] = raw
+                if timeouts[step] <= 0:
+                    raise ValueError("a timeout must be longer than 0")
+            else:  # the same rules as `resources:` in pipeline.yaml
+                wanted = int(raw) if setting in ("workers", "threads") else raw
+                Resources.model_validate({setting: wanted})
+                resources.setdefault(step, {})[setting] = wanted
+        except ValidationError:
+            raise UsageError(f"--set {value!r}: {raw!r} is not a valid {setting}", fix=_SETTING_FIX[setting]) from None
         except ValueError as exc:
-            raise UsageError(f"--set {value!r}: {exc}") from None
+            reason = str(exc) if setting == "timeout" else f"{raw!r} is not a valid {setting}"
+            raise UsageError(f"--set {value!r}: {reason}", fix=_SETTING_FIX[setting]) from None
     if engine is not None and engine.lower() not in ENGINES:
         raise UsageError(f"--engine {engine!r} is not an engine", fix="use --engine duckdb or --engine spark")
     return Overrides(timeouts=timeouts, resources=resources, engine=engine.lower() if engine else None)

@@ -6,6 +6,7 @@ no Python traceback, and nothing journaled or lost.
 
 from __future__ import annotations
 
+import random
 import subprocess
 
 import pytest
@@ -65,3 +66,63 @@ def test_a_bad_set_value_is_refused_before_anything_runs(tiny: Sandbox, setting:
     clean_error(tiny.cli("run", "pipeline.yaml", "--set", setting), 2, named)
     assert tiny.executions() == []
     assert not (tiny.home / "journal.sqlite").exists()
+
+
+def test_a_home_that_is_a_file_or_mistyped_is_named_and_nothing_is_created(tiny: Sandbox) -> None:
+    a_file = tiny.root / "home-file"
+    a_file.write_text("not a folder")
+    clean_error(tiny.cli("run", "pipeline.yaml", "--home", str(a_file)), 3, "is a file, not a folder")
+    clean_error(tiny.cli("status", "-p", "pipeline.yaml", "--home", str(a_file)), 3, "is a file, not a folder")
+    assert a_file.read_text() == "not a folder"
+
+    typo = tiny.root / "hmoe"
+    for command in (["status"], ["runs"], ["logs", "1"]):
+        clean_error(tiny.cli(*command, "-p", "pipeline.yaml", "--home", str(typo)), 2, f"no flywheel journal at {typo}")
+    assert not typo.exists()
+
+
+def test_a_read_only_journal_still_answers_questions_and_refuses_writes_cleanly(tiny: Sandbox) -> None:
+    tiny.cli("run", "pipeline.yaml", check=True)
+    journal = tiny.home / "journal.sqlite"
+    before = journal.read_bytes()
+    subprocess.run(["chattr", "+i", str(journal)], check=True)  # immutable even for root (ext4, xfs, btrfs)
+    try:
+        assert tiny.cli("status", "-p", "pipeline.yaml").returncode == 0
+        assert tiny.cli("runs", "-p", "pipeline.yaml").returncode == 0
+        clean_error(tiny.cli("run", "pipeline.yaml"), 3, "is read-only", "chattr -i")
+    finally:
+        subprocess.run(["chattr", "-i", str(journal)], check=True)
+    assert journal.read_bytes() == before
+
+
+def test_a_damaged_journal_is_refused_cleanly_checked_and_restored_from_the_backup_of_the_last_run(
+    tiny: Sandbox,
+) -> None:
+    from flywheel.events import RunStarted, StepSucceeded
+    from flywheel.journal import open_journal
+
+    tiny.cli("run", "pipeline.yaml", check=True)  # run 1 ends with a backup of the journal
+    assert len(list((tiny.home / "backups").glob("journal-*.sqlite"))) == 1
+    with open_journal(tiny.home) as journal:  # a long history, so that a page in the middle holds events
+        run = journal.new_run("tiny", "local")
+        journal.append(RunStarted(run_id=run, at=1.0, pipeline="tiny", env="local"))
+        for i in range(3000):
+            journal.append(StepSucceeded(run_id=run, at=2.0 + i, step="a", context=None, outputs=({"n": i},)))
+    path = tiny.home / "journal.sqlite"
+    size = path.stat().st_size
+    noise = random.Random(19).randbytes(64 * 1024)
+    with path.open("r+b") as handle:  # `dd` noise over 16 pages in the middle of the file, where events are
+        handle.seek(size // 2 // 4096 * 4096)
+        handle.write(noise)
+
+    for command in (["status", "2"], ["resume", "2"]):
+        clean_error(tiny.cli(*command, "-p", "pipeline.yaml"), 3, "journal", "flywheel journal restore")
+    clean_error(tiny.cli("journal", "check"), 3, "is damaged")
+
+    restored = tiny.cli("journal", "restore")
+    assert restored.returncode == 0, restored.stderr
+    assert "runs in the backup: 1" in restored.stdout
+    assert "journal.sqlite.damaged-" in restored.stdout
+    assert tiny.cli("journal", "check").returncode == 0
+    assert [r["run_id"] for r in tiny.json("runs", "-p", "pipeline.yaml")] == [1]
+    assert list(tiny.home.glob("journal.sqlite.damaged-*"))  # the damaged file is kept, never deleted

@@ -443,12 +443,14 @@ def _mount_groups(app: typer.Typer) -> None:
     from flywheel.aws.package_cli import app as aws_app
     from flywheel.aws.package_cli import check
     from flywheel.incidents_cli import incident_app, incidents_app, report
+    from flywheel.journal_cli import app as journal_app
     from flywheel.recovery_cli import try_, verify
     from flywheel.ui.cli import ui  # starlette, jinja2 and uvicorn are imported when it runs
 
     app.add_typer(sfn_app, name="sfn", help="Step Functions: export, status, recover, start.")
     app.add_typer(aws_app, name="aws", help="The AWS side: package what Glue runs.")
     app.command("check")(check)
+    app.add_typer(journal_app, name="journal")
     app.add_typer(incidents_app, name="incidents")
     app.add_typer(incident_app, name="incident")
     app.command("report")(report)

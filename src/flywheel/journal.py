@@ -8,15 +8,17 @@ version (`PRAGMA user_version`) and migrates forward on open.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from flywheel.errors import BackendError, NotFound
 from flywheel.events import Event, EventKind, RunStarted, event_from_body
@@ -50,6 +52,47 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def journal_error(path: Path, exc: sqlite3.Error) -> BackendError:
+    """What a SQLite error means for the operator, with the fix: the journal is never left half-written
+    (each append is one transaction), so every one of these ends with the journal as it was."""
+    text = str(exc)
+    low = text.lower()
+    if "readonly" in low or "read-only" in low:
+        return BackendError(
+            f"the journal at {path} is read-only ({text}): nothing was recorded",
+            fix="make it writable again (`chattr -i`, `chmod u+w`, a read-write mount), or work on a copy "
+            "with --home; read-only commands (status, runs, logs) still work",
+        )
+    if "disk is full" in low or "database or disk is full" in low:
+        return BackendError(
+            f"no space left on the disk of the journal at {path}: the last event was not recorded",
+            fix="free space on that disk, then `flywheel resume` (the journal holds everything up to here)",
+        )
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return BackendError(
+            f"the journal at {path} is damaged ({text})",
+            fix="`flywheel journal check` says what is readable; `flywheel journal restore` puts back the "
+            "latest backup (taken at the end of every run) and says which runs it lacks",
+        )
+    return BackendError(f"the journal at {path} failed: {text}", fix="check the disk and the file; then retry")
+
+
+def _translated(method: F) -> F:
+    """SQLite errors leave a journal method as a `BackendError` naming the problem and the fix."""
+
+    @functools.wraps(method)
+    def wrapper(self: Journal, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise journal_error(self.path, exc) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _sync_mode() -> str:
     """NORMAL by default: in WAL mode a killed flywheel loses nothing, and a power loss can only drop the
     last events (their steps then look interrupted and rerun: never a false success). FULL adds an
@@ -71,7 +114,18 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise BackendError(
+                f"the flywheel home {path.parent} is a file, not a folder",
+                fix="point --home or $FLYWHEEL_HOME at a folder (or move that file aside)",
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(
+                f"the flywheel home {path.parent} cannot be created: {exc.strerror}",
+                fix="point --home or $FLYWHEEL_HOME at a folder you can write",
+            ) from None
         try:
             self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -79,9 +133,12 @@ class Journal:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            if "malformed" in str(exc).lower() or "readonly" in str(exc).lower():
+                raise journal_error(path, exc) from None
             raise BackendError(
                 f"the journal at {path} cannot be opened: {exc}",
-                fix="check the file is a flywheel journal; restore it from backup or move it aside",
+                fix="check the file is a flywheel journal; `flywheel journal restore` puts back the latest "
+                "backup, or move it aside",
             ) from None
         self._lock = threading.Lock()
         self._kill = KillSwitch.from_environment()
@@ -125,13 +182,15 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # -- writing -----------------------------------------------------------------------------
 
+    @_translated
     def new_run(self, pipeline: str, env: str) -> int:
         with self._transaction() as db:
             cursor = db.execute(
@@ -140,6 +199,7 @@ class Journal:
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
+    @_translated
     def append(self, *events: Event) -> None:
         """Append events atomically, in order. Once this returns they are on disk."""
         rows = [
@@ -162,12 +222,14 @@ class Journal:
 
     # -- reading -----------------------------------------------------------------------------
 
+    @_translated
     def events(self, run_id: int) -> list[Event]:
         rows = self._db.execute(
             "SELECT kind, run_id, at, body FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
         ).fetchall()
         return [event_from_body(kind, rid, at, json.loads(body)) for kind, rid, at, body in rows]
 
+    @_translated
     def events_of_runs(self, run_ids: Sequence[int]) -> dict[int, list[Event]]:
         out: dict[int, list[Event]] = {rid: [] for rid in run_ids}
         if not run_ids:
@@ -181,12 +243,14 @@ class Journal:
             out[rid].append(event_from_body(kind, rid, at, json.loads(body)))
         return out
 
+    @_translated
     def run(self, run_id: int) -> RunRow:
         row = self._db.execute("SELECT run_id, pipeline, env, created FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise NotFound(f"no run {run_id} in the journal at {self.path}", fix="list runs with `flywheel runs`")
         return RunRow(*row)
 
+    @_translated
     def runs(self, pipeline: str | None = None, env: str | None = None, *, limit: int | None = None) -> list[RunRow]:
         """Runs, newest first."""
         clauses, args = [], []
@@ -203,6 +267,7 @@ class Journal:
         ).fetchall()
         return [RunRow(*r) for r in rows]
 
+    @_translated
     def latest_successes(self, pipeline: str, env: str) -> dict[tuple[str, str | None], tuple[int, Event]]:
         """The newest success-like event (succeeded, reused, marked) of every step key."""
         rows = self._db.execute(
@@ -219,6 +284,7 @@ class Journal:
             out[(step, context)] = (rid, event_from_body(kind, rid, at, json.loads(body)))
         return out
 
+    @_translated
     def run_started(self, run_id: int) -> RunStarted | None:
         row = self._db.execute(
             "SELECT kind, run_id, at, body FROM events WHERE run_id = ? AND kind = ? ORDER BY seq LIMIT 1",
@@ -230,6 +296,7 @@ class Journal:
         assert isinstance(event, RunStarted)
         return event
 
+    @_translated
     def descendants(self, run_id: int) -> list[tuple[int, int]]:
         """Every run that continues `run_id`, directly or through resumes of resumes, as (run, parent),
         in run order. Lineage lives in each `RunStarted`; no cap on how many runs came since."""
@@ -249,6 +316,7 @@ class Journal:
         ).fetchall()
         return [(int(r), int(p)) for r, p in rows]
 
+    @_translated
     def find_run_by_external_id(self, external_id: str) -> int | None:
         row = self._db.execute(
             "SELECT run_id FROM events WHERE kind = ? AND json_extract(body, '$.external_id') = ? LIMIT 1",
@@ -257,5 +325,127 @@ class Journal:
         return None if row is None else int(row[0])
 
 
-def open_journal(home: Path) -> Journal:
-    return Journal(home / "journal.sqlite")
+def open_journal(home: Path, *, create: bool = True) -> Journal:
+    """The journal of a home. Read-only commands pass `create=False`: a mistyped home then says that
+    no journal is there instead of silently making an empty one."""
+    path = home / "journal.sqlite"
+    if not create and not path.exists():
+        if home.exists() and not home.is_dir():
+            raise BackendError(
+                f"the flywheel home {home} is a file, not a folder",
+                fix="point --home or $FLYWHEEL_HOME at a folder (or move that file aside)",
+            )
+        raise NotFound(
+            f"no flywheel journal at {home}",
+            fix="check --home / $FLYWHEEL_HOME (runs are journaled in the home they ran in), "
+            "or start a run with `flywheel run`",
+        )
+    return Journal(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the safety net: integrity check, rotating backups, restore
+
+BACKUPS = "backups"
+KEEP_BACKUPS = 3
+
+
+def check_journal(path: Path) -> tuple[str, ...]:
+    """SQLite's `quick_check` of a journal file: () when it is sound, else what is wrong (read-only)."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return (str(exc),)
+    return tuple(str(r[0]) for r in rows if r[0] != "ok")
+
+
+def backup_journal(home: Path, *, keep: int = KEEP_BACKUPS) -> Path:
+    """Copy the journal with SQLite's online backup API (consistent while others read or append) into
+    `home/backups/`, keeping the newest `keep` copies."""
+    folder = home / BACKUPS
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"journal-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000_000:09d}.sqlite"
+    source = sqlite3.connect(home / "journal.sqlite")
+    try:
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    for old in list_backups(home)[keep:]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def list_backups(home: Path) -> list[Path]:
+    """Backups of a home's journal, newest first."""
+    folder = home / BACKUPS
+    return sorted(folder.glob("journal-*.sqlite"), reverse=True) if folder.is_dir() else []
+
+
+@dataclass(frozen=True)
+class Restored:
+    backup: Path
+    moved_aside: Path | None
+    runs_in_backup: tuple[int, ...]
+    runs_lost: tuple[int, ...]  # in the damaged journal (as far as it could be read) but not in the backup
+    unreadable: bool  # the damaged journal's runs could not be listed at all
+
+
+def _run_ids(path: Path) -> tuple[int, ...] | None:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return tuple(int(r[0]) for r in db.execute("SELECT run_id FROM runs ORDER BY run_id"))
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+
+
+def restore_journal(home: Path, backup: Path | None = None) -> Restored:
+    """Put a backup in place of the journal (the current file is moved aside, never deleted) and say
+    which runs the backup lacks."""
+    backups = list_backups(home)
+    chosen = backup or (backups[0] if backups else None)
+    if chosen is None or not chosen.exists():
+        raise NotFound(
+            f"no journal backup in {home / BACKUPS}" if chosen is None else f"no backup at {chosen}",
+            fix="backups are taken at the end of every run; without one, move the damaged journal aside "
+            "and start again with `flywheel run`",
+        )
+    if check_journal(chosen):
+        raise BackendError(f"the backup {chosen} is damaged too", fix="name an older one with --from")
+    path = home / "journal.sqlite"
+    current = _run_ids(path) if path.exists() else ()
+    kept = _run_ids(chosen) or ()
+    aside = None
+    if path.exists():
+        aside = path.with_name(f"journal.sqlite.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                os.replace(side, aside.with_name(aside.name + suffix))
+    source = sqlite3.connect(chosen)
+    try:
+        copy = sqlite3.connect(path)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    return Restored(
+        backup=chosen,
+        moved_aside=aside,
+        runs_in_backup=kept,
+        runs_lost=tuple(r for r in (current or ()) if r not in kept),
+        unreadable=current is None,
+    )

@@ -42,7 +42,7 @@ class RunView:
 
 
 def status(session: Session, run_id: int | None = None) -> RunView:
-    with session.journal() as journal:
+    with session.journal(create=False) as journal:
         if run_id is None:
             rows = journal.runs(session.pipeline, session.env_name, limit=1)
             if not rows:
@@ -59,7 +59,7 @@ def status(session: Session, run_id: int | None = None) -> RunView:
 
 
 def list_runs(session: Session, *, limit: int = 20, all_envs: bool = False) -> list[RunState]:
-    with session.journal() as journal:
+    with session.journal(create=False) as journal:
         rows = journal.runs(session.pipeline, None if all_envs else session.env_name, limit=limit)
         events = journal.events_of_runs([r.run_id for r in rows])
         holder = session.lock().holder()
@@ -72,7 +72,7 @@ def log_files(session: Session, run_id: int, step: str | None = None) -> list[Pa
     The step is read like every other selection (`planner.parse_selectors`), so an unknown step or
     context is a usage error naming the valid ones, never an empty answer.
     """
-    with session.journal() as journal:
+    with session.journal(create=False) as journal:
         journal.run(run_id)
     folder = session.home / "logs" / f"run-{run_id}"
     files = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime) if folder.exists() else []

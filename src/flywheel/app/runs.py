@@ -6,7 +6,9 @@ hand the plan to the runner. They return dataclasses; they never print.
 
 from __future__ import annotations
 
+import logging
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -19,11 +21,11 @@ from types import FrameType
 from flywheel.app.facts import default_fingerprinter, gather
 from flywheel.app.policies import find_resumable, load_state, recovered_by, require_note
 from flywheel.app.session import Session
-from flywheel.errors import UsageError
+from flywheel.errors import BackendError, UsageError
 from flywheel.events import RunOutcome, RunStarted
 from flywheel.executors import create_executor
 from flywheel.executors.base import Executor
-from flywheel.journal import Journal
+from flywheel.journal import Journal, backup_journal, check_journal
 from flywheel.lock import current_identity
 from flywheel.planner import (
     Mode,
@@ -40,6 +42,9 @@ from flywheel.state import RunState, RunStatus, fold
 
 # ---------------------------------------------------------------------------------------------
 # planning
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,13 @@ def prepare(
     """Find the source run, gather facts and plan. The same plan a dry run prints is what runs."""
     check_request(session.spec, request)
     require_note(session, request)  # library callers meet the environment's rules too
+    if request.mode is Mode.RESUME and (problems := check_journal(journal.path)):
+        raise BackendError(
+            f"the journal at {journal.path} fails its integrity check, so a resume cannot trust what it "
+            f"says finished: {problems[0]}",
+            details=problems[1:6],
+            fix="`flywheel journal restore` puts back the latest backup and says which runs it lacks",
+        )
     source: RunState | None = None
     if request.source_run is not None:
         row = journal.run(request.source_run)
@@ -202,7 +214,17 @@ def _execute(
         if options.on_planned is not None:
             options.on_planned(planned, run_id)
         outcome, state = carry_out(session, env, session.home, journal, planned.plan, started, options, executor)
+        _back_up(session)
     return RunResult(run_id=run_id, outcome=outcome, state=state, planned=planned)
+
+
+def _back_up(session: Session) -> None:
+    """A copy of the journal at the end of every run (`flywheel journal restore` puts one back). A
+    backup that fails (a full disk) is logged and never fails the run it follows."""
+    try:
+        backup_journal(session.home)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("the journal backup after this run failed: %s", exc)
 
 
 def run_started(

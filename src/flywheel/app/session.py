@@ -39,8 +39,9 @@ class Session:
     def pipeline(self) -> str:
         return self.project.spec.pipeline
 
-    def journal(self) -> Journal:
-        return open_journal(self.home)
+    def journal(self, *, create: bool = True) -> Journal:
+        """The home's journal; `create=False` for commands that only read (a mistyped home says so)."""
+        return open_journal(self.home, create=create)
 
     def lock(self) -> Lock:
         """A kernel lock in the home, or for AWS environments with a lock table one in DynamoDB, so
@@ -63,7 +64,7 @@ def open_session(
     """Open what a command works on. Given a run id, the run itself says its pipeline and environment."""
     if run_id is not None and pipeline is None:
         resolved_home = resolve_home(home)
-        with open_journal(resolved_home) as journal:
+        with open_journal(resolved_home, create=False) as journal:
             journal.run(run_id)
             started = journal.run_started(run_id)
         if started is not None and started.definition and Path(started.definition).exists():

@@ -21,7 +21,7 @@ from flywheel.events import RunStarted, StepAttached
 from flywheel.spec import AwsSettings, StepKey
 
 if TYPE_CHECKING:
-    from flywheel.api import Session
+    from flywheel.app.session import Session
 
 GLUE_OUTPUT = "/aws-glue/jobs/output"
 GLUE_ERROR = "/aws-glue/jobs/error"

@@ -6,8 +6,11 @@ no Python traceback, and nothing journaled or lost.
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +129,42 @@ def test_a_damaged_journal_is_refused_cleanly_checked_and_restored_from_the_back
     assert tiny.cli("journal", "check").returncode == 0
     assert [r["run_id"] for r in tiny.json("runs", "-p", "pipeline.yaml")] == [1]
     assert list(tiny.home.glob("journal.sqlite.damaged-*"))  # the damaged file is kept, never deleted
+
+
+def test_validate_finds_every_job_without_running_it(tiny: Sandbox) -> None:
+    (tiny.root / "local_jobs.py").write_text(
+        "raise SystemExit('imported: validate must not run job modules')\n\ndef build(invocation):\n    pass\n"
+    )
+    tiny.write(
+        [
+            step("a", 1, job="tests.support.jobs:record"),
+            step("b", 2, ["a"], job="local_jobs:build"),  # beside pipeline.yaml: found, not imported
+            step("c", 3, ["b"], job="tests.support.jobz:record"),  # a typo in the module
+            step("d", 4, ["c"], job="tests.support.jobs:recrod"),  # a typo in the function
+        ]
+    )
+    result = tiny.cli("validate", "pipeline.yaml")
+    clean_error(result, 2, "2 job(s) of tiny cannot be found", "tests.support.jobz:record", "defines no 'recrod'")
+    assert "local_jobs" not in result.stderr
+
+
+def test_a_shadowing_module_in_the_working_folder_does_not_break_the_steps(tiny: Sandbox) -> None:
+    for name in ("types", "random", "logging"):  # each would break every step if it came before the stdlib
+        (tiny.root / f"{name}.py").write_text("raise SystemExit('a module of the working folder was imported')\n")
+    (tiny.root / "local_jobs.py").write_text(
+        "from tests.support.jobs import record\n\ndef build(invocation):\n    return record(invocation)\n"
+    )
+    tiny.write([step("a", 1, outputs=["{out}/a.txt"]), step("b", 2, ["a"], job="local_jobs:build")])
+    console_script = str(Path(sys.executable).parent / "flywheel")  # what an operator types: `flywheel run`
+    env = {**os.environ, "FLYWHEEL_HOME": str(tiny.home), "NO_COLOR": "1"}
+    for fork_server in ("1", "0"):
+        run = subprocess.run(
+            [console_script, "run", "pipeline.yaml"],
+            cwd=tiny.root,
+            env={**env, "FLYWHEEL_FORKSERVER": fork_server},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+    assert tiny.executions() == [(1, "a"), (1, "b"), (2, "a"), (2, "b")]

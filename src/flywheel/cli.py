@@ -379,9 +379,18 @@ def validate(
     pipeline: Annotated[str | None, typer.Argument(help="Pipeline name or path.")] = None,
 ) -> None:
     """Check a pipeline definition and its project file; report every problem with its location."""
+    from flywheel.app.queries import find_jobs
+    from flywheel.errors import DefinitionError
     from flywheel.spec import load_project
 
     project = load_project(pipeline)
+    missing = find_jobs(project)
+    if missing:
+        raise DefinitionError(
+            f"{len(missing)} job(s) of {project.spec.pipeline} cannot be found",
+            details=missing,
+            fix="correct `job: package.module:function` in the pipeline, or install the package that holds it",
+        )
     console.print(
         f"✅ {project.spec.pipeline}: {len(project.spec.steps)} steps, {len(project.spec.keys)} units of work, "
         f"environments: {', '.join(project.config.environments)}"

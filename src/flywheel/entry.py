@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import traceback
 from collections.abc import Mapping
@@ -62,7 +63,14 @@ def run_invocation(invocation: StepInvocation) -> int:
     return 0 if body["ok"] else 1
 
 
+JOB_PATH_VARIABLE = "FLYWHEEL_JOB_PATH"
+"""Folders a job's module may live in (the pipeline's folder), searched after the standard library."""
+
+
 def main() -> int:
+    for entry in filter(None, os.environ.get(JOB_PATH_VARIABLE, "").split(os.pathsep)):
+        if entry not in sys.path:
+            sys.path.append(entry)
     return run_invocation(StepInvocation.from_json(sys.stdin.read()))
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,7 +23,7 @@ from flywheel.params import resolve_outputs
 from flywheel.planner import (
     parse_selectors,
 )
-from flywheel.spec import StepKey
+from flywheel.spec import Project, StepKey
 from flywheel.state import RunState, RunStatus, StepStatus, fold
 
 # ---------------------------------------------------------------------------------------------
@@ -261,3 +264,52 @@ def read_logs(
         if not follow or status(session, run_id).state.status is not RunStatus.RUNNING:
             return
         time.sleep(poll_seconds)
+
+
+def find_jobs(project: Project) -> tuple[str, ...]:
+    """Every step's job, found without running it: its module on the path a step would have (the
+    pipeline's folder after the standard library), and the function defined at its top level.
+
+    Importing a job module would run its imports (an engine, a cloud SDK) and whatever else it does at
+    import time, so the module is located with `importlib.util.find_spec` and its source read with `ast`.
+    """
+    folder = str(Path(project.spec.source_path).resolve().parent) if project.spec.source_path else None
+    added = folder is not None and folder not in sys.path
+    if added:
+        sys.path.append(str(folder))
+    problems: list[str] = []
+    try:
+        for step in project.spec.steps:
+            if step.job is None:
+                continue
+            module, _, function = step.job.partition(":")
+            try:
+                found = importlib.util.find_spec(module)
+            except (ImportError, ValueError) as exc:  # a parent package that is missing or fails
+                found, why = None, f"{type(exc).__name__}: {exc}"
+            else:
+                why = "no such module"
+            if found is None or found.origin is None or not found.origin.endswith(".py"):
+                where = f" (searched the pipeline's folder {folder} and the installed packages)" if folder else ""
+                problems.append(f"step {step.number} {step.id}: job {step.job!r}: {why}{where}")
+                continue
+            if function not in _top_level_names(ast.parse(Path(found.origin).read_bytes(), found.origin)):
+                where = f"{found.origin} defines no {function!r}"
+                problems.append(f"step {step.number} {step.id}: job {step.job!r}: {where}")
+    finally:
+        if added:
+            sys.path.remove(str(folder))
+    return tuple(problems)
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at its top level: functions, classes, assignments and imports."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names

@@ -56,9 +56,9 @@ def _child(request: Mapping[str, Any], keep_fds: tuple[int, ...]) -> None:
             os.execv(request["argv"][0], request["argv"])
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the process's own stdout
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-        for entry in reversed(request.get("path") or []):
-            if entry not in sys.path:
-                sys.path.insert(0, entry)
+        for entry in request.get("path") or []:  # after the standard library: a project's `types.py` or
+            if entry not in sys.path:  # `random.py` must not shadow the modules every step imports
+                sys.path.append(entry)
         from flywheel.entry import run_invocation
         from flywheel.invocation import StepInvocation
 
@@ -180,7 +180,9 @@ class ForkServer:
 
     def __init__(self, preload: tuple[str, ...] = ()) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "flywheel.executors.forkserver", *preload],
+            # -P (safe path): the caller's working folder is not put on sys.path, so a `types.py` or
+            # `logging.py` there cannot shadow the standard library in the server or in any step
+            [sys.executable, "-P", "-m", "flywheel.executors.forkserver", *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,

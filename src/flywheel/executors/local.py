@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flywheel.entry import JOB_PATH_VARIABLE
 from flywheel.executors.base import Attempt, Outcome
 from flywheel.executors.forkserver import ForkServer
 
@@ -136,7 +137,7 @@ class SubprocessExecutor:
         argv = (
             ["/bin/bash", "-c", attempt.command]
             if attempt.command is not None
-            else [sys.executable, "-m", "flywheel.entry"]
+            else [sys.executable, "-P", "-m", "flywheel.entry"]  # -P: the caller's folder is not on sys.path
         )
         with attempt.log_path.open("ab") as log:
             process = subprocess.Popen(
@@ -169,8 +170,10 @@ class SubprocessExecutor:
             FLYWHEEL_ATTEMPT=str(inv.attempt),
             FLYWHEEL_PARAMS=json.dumps(dict(inv.params), default=str),
         )
-        if attempt.pythonpath:
+        if attempt.pythonpath and attempt.command is not None:  # a shell step's scripts import from the project
             env["PYTHONPATH"] = os.pathsep.join([*attempt.pythonpath, *filter(None, [env.get("PYTHONPATH")])])
+        elif attempt.pythonpath:  # a job step: after the standard library, never before it (`entry.main`)
+            env[JOB_PATH_VARIABLE] = os.pathsep.join(attempt.pythonpath)
         for name, value in inv.params.items():
             if isinstance(value, str | int | float | bool):
                 env[f"FLYWHEEL_PARAM_{name.upper().replace('-', '_')}"] = str(value)

@@ -79,6 +79,9 @@ class CloudPlacement(_Frozen):
 
     glue_job: str | None = None
     state: str | None = None
+    context_aliases: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Other spellings of each context in hand-built state machines (arguments, Map items, state names),
+    e.g. `addressable_ids: [part_addressable_ids, RegisterAddressableIds]`."""
 
 
 class CauseRule(_Frozen):

@@ -47,7 +47,6 @@ from flywheel.planner import Provenance
 from flywheel.spec import PipelineSpec, StepKey
 from flywheel.state import RunState, StepStatus, fold
 
-GLUE_ACTIVE = frozenset({"STARTING", "RUNNING", "WAITING", "STOPPING"})
 RECOVERS_INPUT = "recovers"
 """Execution-input field naming the execution a recovery continues (`flywheel sfn recover --in-aws`)."""
 
@@ -85,6 +84,9 @@ class AttemptRecord:
     error_message: str | None = None
     from_glue: bool = False  # the status came from GetJobRun, not from the history
     dpu_hours: float | None = None
+    integration: str = "sync"  # how the task started the job (`Integration`)
+    task_outcome: str | None = None  # what the task itself said, when that differs from the job run
+    evidence: str = "history (the job run)"  # how the status is known: the job run, Glue, or history only
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ class ExecutionRecord:
     tasks: Mapping[StepKey, TaskRecord]
     skipped: tuple[StepKey, ...] = ()
     warnings: tuple[str, ...] = ()
+    not_in_pipeline: tuple[str, ...] = ()  # state names of tasks that run none of the pipeline's steps
+    glue_asked: bool = True  # False: read offline, every fact is the history's
 
     @property
     def recovers(self) -> str | None:
@@ -179,39 +183,49 @@ def _token_in(name: str, values: Sequence[str]) -> bool:
     return any(pattern.search(v) for v in values)
 
 
-def _key_of(
-    spec: PipelineSpec, by_job: Mapping[str, list[str]], job: str, arguments: Mapping[str, Any]
-) -> StepKey | None:
-    """The `step[context]` a Glue task ran: by `--flywheel_step` or JobName, then by `--flywheel_context`
-    or, for hand-built machines, the one context name that appears in the arguments."""
-    step_id = arguments.get(contract.arg(contract.STEP))
-    if step_id not in spec.by_id:
-        candidates = by_job.get(job, [])
-        if len(candidates) != 1:
-            return None
-        step_id = candidates[0]
-    step = spec.by_id[str(step_id)]
-    if not step.contexts:
-        return StepKey(step.id)
-    context = arguments.get(contract.arg(contract.CONTEXT))
-    if context in step.contexts:
-        return StepKey(step.id, str(context))
-    values = [str(v) for k, v in arguments.items() if not str(k).startswith(contract.arg(contract.PARAMS))]
-    found = [name for name in step.contexts if _token_in(name, values)]
-    return StepKey(step.id, found[0]) if len(found) == 1 else None
+def _squash(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
 def _glue_outcome(run: Mapping[str, Any]) -> tuple[AttemptStatus, str | None, str | None, float | None]:
-    """Status, error type and message of a Glue run (the Glue executor's own mapping)."""
-    from flywheel.executors.glue import outcome_of
+    """Status, error type and message of a Glue run: the Glue executor's own mapping and its notion of
+    an active run (`ACTIVE_STATES`: a run that is STOPPING is ending, not running)."""
+    from flywheel.executors.glue import ACTIVE_STATES, outcome_of
 
-    state = str(run.get("JobRunState") or "")
-    if state in GLUE_ACTIVE:
+    if str(run.get("JobRunState") or "") in ACTIVE_STATES:
         return AttemptStatus.RUNNING, None, None, None
     outcome = outcome_of(run)
     if outcome.succeeded:
         return AttemptStatus.SUCCEEDED, None, None, outcome.dpu_hours
     return AttemptStatus.FAILED, outcome.error_type, outcome.error_message, outcome.dpu_hours
+
+
+class Integration(StrEnum):
+    """How a task started its Glue job, which decides what the task's success means.
+
+    See "Integrating services with Step Functions" (Service integration patterns) in the AWS docs:
+    request-response returns as soon as the job started; `.sync` waits for the job run to end and
+    returns it; `.waitForTaskToken` waits for a callback, whatever the job did.
+    """
+
+    SYNC = "sync"
+    REQUEST_RESPONSE = "request-response"
+    CALLBACK = "callback"
+    OTHER = "other"  # not a Glue start (Lambda, ECS, ...) whose parameters name a pipeline job
+
+
+def _glue_start(details: Mapping[str, Any]) -> Integration | None:
+    """A Glue `StartJobRun`, through the optimized or the AWS SDK integration (`resourceType` `glue` or
+    `aws-sdk:glue`; `resource` `startJobRun`, `.sync`, `.sync:2` or `.waitForTaskToken`), or None."""
+    kind = str(details.get("resourceType") or "")
+    action, _, suffix = str(details.get("resource") or "").partition(".")
+    if kind.rpartition(":")[2] != "glue" or action.lower() != "startjobrun":
+        return None
+    if suffix.startswith("sync"):
+        return Integration.SYNC
+    if suffix.lower() == "waitfortasktoken":
+        return Integration.CALLBACK
+    return Integration.REQUEST_RESPONSE
 
 
 @dataclass
@@ -222,6 +236,7 @@ class _Open:
     job: str
     state_name: str
     started_at: float
+    integration: Integration = Integration.SYNC
     job_run_id: str | None = None
     status: AttemptStatus | None = None
     ended_at: float | None = None
@@ -229,39 +244,66 @@ class _Open:
     error_type: str | None = None
     error_message: str | None = None
     dpu_hours: float | None = None
+    task_outcome: str | None = None  # what the task itself said: succeeded, failed: Error, timed out
 
 
-def _ask_glue(glue_client: Any, attempt: _Open) -> AttemptRecord:
-    """Settle an attempt the history left open with the run's real state in Glue."""
-    from botocore.exceptions import BotoCoreError, ClientError
+class _Matcher:
+    """Which `step[context]` a task ran: by the flywheel arguments, the Glue JobName, the step id, and for
+    contexts the context's name or one of its aliases in the arguments, the Map item or the state name.
+    A missing or ambiguous match is a warning naming the task, never a guess."""
 
-    base = AttemptRecord(
-        job_run_id=attempt.job_run_id,
-        status=attempt.status or AttemptStatus.UNKNOWN,
-        started_at=attempt.started_at,
-        ended_at=attempt.ended_at,
-        error_type=attempt.error_type,
-        error_message=attempt.error_message,
-    )
-    if attempt.job_run_id is None:
-        return base
-    try:
-        run = glue_client.get_job_run(JobName=attempt.job, RunId=attempt.job_run_id)["JobRun"]
-    except (ClientError, BotoCoreError):
-        return base
-    status, error_type, message, cost = _glue_outcome(run)
-    ended = run.get("CompletedOn")
-    return AttemptRecord(
-        job_run_id=attempt.job_run_id,
-        status=status,
-        started_at=attempt.started_at,
-        ended_at=_epoch(ended) if ended is not None and status is not AttemptStatus.RUNNING else attempt.ended_at,
-        glue_state=str(run.get("JobRunState")),
-        error_type=error_type,
-        error_message=message,
-        from_glue=True,
-        dpu_hours=cost,
-    )
+    def __init__(self, spec: PipelineSpec, env_name: str) -> None:
+        self.spec = spec
+        self.env_name = env_name
+        self.by_job: dict[str, list[str]] = {}
+        for step in spec.steps:
+            self.by_job.setdefault(glue_job_name(spec, step, env_name), []).append(step.id)
+
+    def step_of(self, job: str, arguments: Mapping[str, Any], text: str) -> str | None:
+        step_id = arguments.get(contract.arg(contract.STEP))
+        if step_id in self.spec.by_id:
+            return str(step_id)
+        candidates = self.by_job.get(job, [])
+        if len(candidates) == 1:
+            return candidates[0]
+        return None
+
+    def step_named_in(self, parameters: Any) -> str | None:
+        """A Lambda, ECS or Batch task that starts a pipeline job for the state machine: a field named
+        like a job (`JobName`, `job_name`, `glueJob`, `step`) holds a Glue job name or a step id. Text
+        elsewhere (an alert message naming the failed job) does not count."""
+        found: set[str] = set()
+        stack = [parameters]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, Mapping):
+                for name, value in item.items():
+                    if isinstance(value, str) and re.search(r"(?i)job|step", str(name)):
+                        found.update(self.by_job.get(value, ()))
+                        if value in self.spec.by_id:
+                            found.add(value)
+                    else:
+                        stack.append(value)
+            elif isinstance(item, list):
+                stack.extend(item)
+        return found.pop() if len(found) == 1 else None
+
+    def context_of(self, step_id: str, arguments: Mapping[str, Any], state_name: str) -> tuple[str | None, str]:
+        step = self.spec.by_id[step_id]
+        explicit = arguments.get(contract.arg(contract.CONTEXT))
+        if explicit in step.contexts:
+            return str(explicit), ""
+        values = [str(v) for k, v in arguments.items() if not str(k).startswith(contract.arg(contract.PARAMS))]
+        names = {c: (c, *step.cloud.context_aliases.get(c, ())) for c in step.contexts}
+        found = [c for c, spelled in names.items() if any(_token_in(n, values) for n in spelled)]
+        if not found:
+            squashed = _squash(state_name)
+            found = [c for c, spelled in names.items() if any(_squash(n) in squashed for n in spelled if n)]
+        if len(found) == 1:
+            return found[0], ""
+        if found:
+            return None, f"matches contexts {', '.join(found)} of {step_id}"
+        return None, f"names none of the contexts of {step_id} ({', '.join(step.contexts)}) or their aliases"
 
 
 def read_execution(
@@ -280,92 +322,65 @@ def read_execution(
                 fix="list recent ones with `flywheel sfn status` or in the console",
             ) from None
         raise BackendError(f"cannot describe execution {execution_arn}: {exc}") from None
-    by_job: dict[str, list[str]] = {}
-    for step in spec.steps:
-        by_job.setdefault(glue_job_name(spec, step, env_name), []).append(step.id)
+    return read_history(history(sfn_client, execution_arn), described, spec=spec, env_name=env_name, glue=glue_client)
 
-    scheduled: dict[int, _Open] = {}  # TaskScheduled event id -> attempt
-    parents: dict[int, int] = {}
+
+def read_history(
+    events: Sequence[Mapping[str, Any]],
+    described: Mapping[str, Any] | None,
+    *,
+    spec: PipelineSpec,
+    env_name: str,
+    glue: Any = None,
+) -> ExecutionRecord:
+    """Map an execution history (as `GetExecutionHistory` returns it, or as `aws stepfunctions
+    get-execution-history --output json` saved it) to `step[context]` records.
+
+    Each event belongs to the task whose `TaskScheduled` its `previousEventId` chain reaches without
+    leaving the state (the chain is per branch, so Parallel and Map branches do not mix); events of a
+    task that is not a Glue start stay with that task and never land on another. `glue`, when given,
+    settles what the history cannot: the run of a request-response or callback task, a task that timed
+    out, a branch cut off by its sibling or by an abort.
+    """
+    ordered = sorted(events, key=lambda e: int(e["id"]))
+    described = described or _described_from(ordered)
+    matcher = _Matcher(spec, env_name)
     warnings: list[str] = []
-    entered: dict[int, str] = {}  # event id -> name of the state it belongs to
+    state_of: dict[int, str] = {}
+    task_of: dict[int, int | None] = {}
+    opened: dict[int, _Open] = {}  # TaskScheduled id -> a Glue attempt of a pipeline key
+    others: dict[int, str] = {}  # TaskScheduled id -> state name of a task that is not part of the pipeline
     attempts: dict[StepKey, list[_Open]] = {}
-    for event in history(sfn_client, execution_arn):
+    for event in ordered:
         event_id, previous = int(event["id"]), int(event.get("previousEventId") or 0)
-        parents[event_id] = previous
-        kind = str(event["type"])
-        details = _details(event)
-        at = _epoch(event.get("timestamp"))
-        if kind.endswith("StateEntered"):
-            entered[event_id] = str(details.get("name", ""))
-            continue
-        entered[event_id] = entered.get(previous, "")
-        owner = _owning_task(event_id, parents, scheduled)
+        kind, details, at = str(event["type"]), _details(event), _epoch(event.get("timestamp"))
+        state_of[event_id] = str(details.get("name")) if kind.endswith("StateEntered") else state_of.get(previous, "")
         if kind == "TaskScheduled":
-            if details.get("resourceType") != "glue" or not str(details.get("resource", "")).startswith("startJobRun"):
-                continue
-            parameters = _json(details.get("parameters")) or {}
-            job = str(parameters.get("JobName", ""))
-            arguments = parameters.get("Arguments") or {}
-            key = _key_of(spec, by_job, job, arguments)
-            if key is None:
-                warnings.append(f"Glue task {entered[event_id] or '?'} (job {job}) matches no step of {spec.pipeline}")
-                continue
-            attempt = _Open(key=key, job=job, state_name=entered[event_id], started_at=at)
-            scheduled[event_id] = attempt
-            attempts.setdefault(key, []).append(attempt)
-        elif owner is None:
-            continue
-        elif kind == "TaskSubmitted":
-            output = _json(details.get("output")) or {}
-            owner.job_run_id = output.get("JobRunId") or owner.job_run_id
-        elif kind == "TaskSucceeded":
-            run = _json(details.get("output"))
-            if isinstance(run, Mapping) and run.get("JobRunState") == "SUCCEEDED":
-                owner.job_run_id = str(run.get("Id") or owner.job_run_id)
-                owner.status, owner.ended_at, owner.glue_state = AttemptStatus.SUCCEEDED, at, "SUCCEEDED"
-                owner.dpu_hours = _glue_outcome(run)[3]
-            # anything else (moto reports an aborted task as succeeded with no output): ask Glue
-        elif kind in ("TaskFailed", "TaskTimedOut", "TaskStartFailed", "TaskSubmitFailed"):
-            error, cause = str(details.get("error") or kind), str(details.get("cause") or "")
-            run = _json(cause)
-            owner.ended_at = at
-            if isinstance(run, Mapping) and run.get("JobRunState"):
-                owner.job_run_id = str(run.get("Id") or owner.job_run_id)
-                owner.status, owner.error_type, owner.error_message, owner.dpu_hours = _glue_outcome(run)
-                owner.glue_state = str(run["JobRunState"])
-            else:  # the task failed (timeout, throttling, ...): the run itself may have gone on
-                owner.error_type, owner.error_message = error, cause or error
-
-    tasks: dict[StepKey, TaskRecord] = {}
-    for key, opened in attempts.items():
-        settled = []
-        for attempt in opened:
-            if attempt.status in (AttemptStatus.SUCCEEDED,) or (
-                attempt.status is AttemptStatus.FAILED and attempt.glue_state is not None
-            ):
-                settled.append(
-                    AttemptRecord(
-                        job_run_id=attempt.job_run_id,
-                        status=attempt.status,
-                        started_at=attempt.started_at,
-                        ended_at=attempt.ended_at,
-                        glue_state=attempt.glue_state,
-                        error_type=attempt.error_type,
-                        error_message=attempt.error_message,
-                        dpu_hours=attempt.dpu_hours,
-                    )
-                )
+            task_of[event_id] = event_id
+            attempt = _scheduled(matcher, details, state_of[event_id], at, warnings)
+            if attempt is None:
+                others[event_id] = state_of[event_id]
             else:
-                settled.append(_ask_glue(glue_client, attempt))
-        tasks[key] = TaskRecord(key, opened[-1].job, opened[-1].state_name, tuple(settled))
+                opened[event_id] = attempt
+                attempts.setdefault(attempt.key, []).append(attempt)
+            continue
+        task_of[event_id] = task_of.get(previous) if kind.startswith("Task") and kind != "TaskStateEntered" else None
+        owner = opened.get(task_of[event_id] or 0)
+        if owner is not None:
+            _observe(owner, kind, details, at)
 
+    tasks = {
+        key: TaskRecord(key, tries[-1].job, tries[-1].state_name, tuple(_settle(glue, a) for a in tries))
+        for key, tries in attempts.items()
+    }
     raw_input = _json(described.get("input")) or {}
     execution_input = raw_input if isinstance(raw_input, Mapping) else {}
     skipped = _skipped_keys(spec, execution_input.get(SKIP_INPUT), warnings)
     stop = described.get("stopDate")
+    arn = str(described.get("executionArn", ""))
     return ExecutionRecord(
-        arn=execution_arn,
-        name=str(described.get("name", execution_arn.rsplit(":", 1)[-1])),
+        arn=arn,
+        name=str(described.get("name") or arn.rsplit(":", 1)[-1]),
         state_machine_arn=str(described.get("stateMachineArn", "")),
         status=ExecutionStatus(str(described["status"])),
         started_at=_epoch(described.get("startDate")),
@@ -376,19 +391,159 @@ def read_execution(
         tasks=tasks,
         skipped=tuple(k for k in skipped if k not in tasks),
         warnings=tuple(warnings),
+        not_in_pipeline=tuple(dict.fromkeys(n for n in others.values() if n)),
+        glue_asked=glue is not None,
     )
 
 
-def _owning_task(event_id: int, parents: Mapping[int, int], scheduled: Mapping[int, _Open]) -> _Open | None:
-    """The Glue attempt an event belongs to: walk `previousEventId` back to its `TaskScheduled`."""
-    probe = parents.get(event_id, 0)
-    for _ in range(50):
-        if probe in scheduled:
-            return scheduled[probe]
-        if probe == 0:
+def _scheduled(
+    matcher: _Matcher, details: Mapping[str, Any], state_name: str, at: float, warnings: list[str]
+) -> _Open | None:
+    """The Glue attempt a `TaskScheduled` starts, or None for a task that is not part of the pipeline."""
+    parameters = _json(details.get("parameters")) or {}
+    if not isinstance(parameters, Mapping):
+        parameters = {}
+    integration = _glue_start(details)
+    text = json.dumps(parameters)
+    job = str(parameters.get("JobName", "")) if integration is not None else ""
+    arguments = parameters.get("Arguments") or {}
+    if not isinstance(arguments, Mapping):
+        arguments = {}
+    step_id = matcher.step_of(job, arguments, text) if integration is not None else matcher.step_named_in(parameters)
+    if step_id is None:
+        if integration is not None:
+            warnings.append(f"Glue task {state_name or '?'} (job {job}) matches no step of {matcher.spec.pipeline}")
+        return None
+    step = matcher.spec.by_id[step_id]
+    key = StepKey(step_id)
+    if step.contexts:
+        named = {**arguments, "_": text} if integration is None else arguments
+        context, why = matcher.context_of(step_id, named, state_name)
+        if context is None:
+            warnings.append(f"task {state_name or '?'} runs {step_id} but {why}: its context is not guessed")
             return None
-        probe = parents.get(probe, 0)
-    return None
+        key = StepKey(step_id, context)
+    job = job or glue_job_name(matcher.spec, step, matcher.env_name)
+    return _Open(key=key, job=job, state_name=state_name, started_at=at, integration=integration or Integration.OTHER)
+
+
+def _observe(owner: _Open, kind: str, details: Mapping[str, Any], at: float) -> None:
+    """What one task event says about its attempt."""
+    output = _json(details.get("output"))
+    if kind == "TaskSubmitted" and isinstance(output, Mapping):
+        owner.job_run_id = str(output.get("JobRunId") or output.get("Id") or "") or owner.job_run_id
+    elif kind == "TaskSucceeded":
+        owner.ended_at, owner.task_outcome = at, "succeeded"
+        if isinstance(output, Mapping) and output.get("JobRunState"):  # .sync: the output is the job run
+            owner.job_run_id = str(output.get("Id") or owner.job_run_id)
+            owner.glue_state = str(output["JobRunState"])
+            owner.status, owner.error_type, owner.error_message, owner.dpu_hours = _glue_outcome(output)
+        elif isinstance(output, Mapping) and output.get("JobRunId"):  # request-response: the job started
+            owner.job_run_id = str(output["JobRunId"])
+    elif kind in ("TaskFailed", "TaskTimedOut", "TaskStartFailed", "TaskSubmitFailed"):
+        error, cause = str(details.get("error") or kind), str(details.get("cause") or "")
+        run = _json(cause)
+        owner.ended_at = at
+        owner.task_outcome = "timed out" if kind == "TaskTimedOut" else f"failed: {error}"
+        if isinstance(run, Mapping) and run.get("JobRunState"):
+            owner.job_run_id = str(run.get("Id") or owner.job_run_id)
+            owner.status, owner.error_type, owner.error_message, owner.dpu_hours = _glue_outcome(run)
+            owner.glue_state = str(run["JobRunState"])
+        else:  # the task failed (timeout, throttling, a refused start, ...): the run itself may have gone on
+            owner.error_type, owner.error_message = error, cause or error
+
+
+def _settle(glue: Any, attempt: _Open) -> AttemptRecord:
+    """The attempt's truth: a `.sync` job run the history holds, else Glue's answer for the run, else the
+    history's own word, marked as such."""
+    if attempt.glue_state is not None:
+        return _record(attempt, attempt.status or AttemptStatus.UNKNOWN, evidence="history (the job run)")
+    if glue is not None and attempt.job_run_id is not None:
+        asked = _ask_glue(glue, attempt)
+        if asked is not None:
+            return asked
+        note = f"history only: Glue no longer knows run {attempt.job_run_id}"
+    else:
+        note = "history only" + ("" if glue is not None else ": Glue was not asked")
+    return _record(attempt, _history_says(attempt), evidence=note)
+
+
+def _history_says(attempt: _Open) -> AttemptStatus:
+    """What the history alone supports. A request-response task only started its job, so its success
+    proves nothing (unknown: a recovery reruns it); a callback came from whoever sent it."""
+    if attempt.task_outcome == "succeeded" and attempt.integration is not Integration.REQUEST_RESPONSE:
+        return AttemptStatus.SUCCEEDED
+    if attempt.task_outcome is not None and attempt.task_outcome != "succeeded":
+        return AttemptStatus.FAILED
+    return AttemptStatus.UNKNOWN
+
+
+def _record(attempt: _Open, status: AttemptStatus, *, evidence: str) -> AttemptRecord:
+    return AttemptRecord(
+        job_run_id=attempt.job_run_id,
+        status=status,
+        started_at=attempt.started_at,
+        ended_at=attempt.ended_at,
+        glue_state=attempt.glue_state,
+        error_type=attempt.error_type,
+        error_message=attempt.error_message,
+        dpu_hours=attempt.dpu_hours,
+        integration=attempt.integration.value,
+        task_outcome=attempt.task_outcome,
+        evidence=evidence,
+    )
+
+
+def _ask_glue(glue_client: Any, attempt: _Open) -> AttemptRecord | None:
+    """The run's real state in Glue, or None when Glue does not know the run (past its retention)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        run = glue_client.get_job_run(JobName=attempt.job, RunId=attempt.job_run_id)["JobRun"]
+    except (ClientError, BotoCoreError):
+        return None
+    status, error_type, message, cost = _glue_outcome(run)
+    ended = run.get("CompletedOn")
+    return AttemptRecord(
+        job_run_id=attempt.job_run_id,
+        status=status,
+        started_at=attempt.started_at,
+        ended_at=_epoch(ended) if ended is not None and status is not AttemptStatus.RUNNING else attempt.ended_at,
+        glue_state=str(run.get("JobRunState")),
+        error_type=error_type,
+        error_message=message,
+        from_glue=True,
+        dpu_hours=cost,
+        integration=attempt.integration.value,
+        task_outcome=attempt.task_outcome,
+        evidence="glue",
+    )
+
+
+def _described_from(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What `DescribeExecution` would say, from the history alone (for a saved history without it)."""
+    ends = {
+        "ExecutionSucceeded": "SUCCEEDED",
+        "ExecutionFailed": "FAILED",
+        "ExecutionTimedOut": "TIMED_OUT",
+        "ExecutionAborted": "ABORTED",
+    }
+    status, stop = "RUNNING", None
+    for event in events:
+        if str(event["type"]) in ends:
+            status, stop = ends[str(event["type"])], event.get("timestamp")
+    first = events[0] if events else {}
+    started = _details(first) if first.get("type") == "ExecutionStarted" else {}
+    last = _details(events[-1]) if events and status in ("FAILED", "TIMED_OUT", "ABORTED") else {}
+    return {
+        "status": status,
+        "startDate": first.get("timestamp"),
+        "stopDate": stop,
+        "input": started.get("input"),
+        "stateMachineArn": started.get("stateMachineArn", ""),
+        "error": last.get("error"),
+        "cause": last.get("cause"),
+    }
 
 
 def _skipped_keys(spec: PipelineSpec, value: Any, warnings: list[str]) -> list[StepKey]:

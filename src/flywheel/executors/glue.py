@@ -44,6 +44,8 @@ from flywheel.spec import AwsSettings, EnvironmentSpec, PipelineSpec
 log = logging.getLogger(__name__)
 
 ACTIVE_STATES = frozenset({"STARTING", "RUNNING", "WAITING"})
+"""A run doing work. STOPPING is ending: it never succeeds, so it is neither waited for nor re-attached
+(the executor and `sfn status` agree on this; it is stopped, not running)."""
 FINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMEOUT", "STOPPED", "ERROR", "EXPIRED"})
 TRANSIENT_CODES = frozenset(
     {
@@ -167,6 +169,7 @@ def outcome_of(run: Mapping[str, Any], result: Mapping[str, Any] | None = None) 
     default_type = {
         "FAILED": "GlueJobFailed",
         "STOPPED": "Stopped",
+        "STOPPING": "Stopped",
         "ERROR": "GlueError",
         "EXPIRED": "GlueExpired",
     }.get(state, "GlueJobFailed")

@@ -39,6 +39,13 @@ HomeOpt = Annotated[Path | None, typer.Option("--home", help="Journal and logs."
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ArnArg = Annotated[str | None, typer.Argument(help="Execution ARN (default: see the command).")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+HistoryOpt = Annotated[
+    Path | None,
+    typer.Option("--history", help="A saved `aws stepfunctions get-execution-history --output json` (offline)."),
+]
+DescribeOpt = Annotated[
+    Path | None, typer.Option("--describe", help="A saved `aws stepfunctions describe-execution --output json`.")
+]
 
 
 def _session(pipeline: str | None, env: str | None, home: Path | None) -> Session:
@@ -108,8 +115,8 @@ def _view_table(view: ExecutionView, session: Session) -> Table:
         detail = ""
         if s.error_type:
             detail = f"{s.error_type}: {s.error_message}"
-        if task is not None and task.last.from_glue:
-            detail = (detail + "; " if detail else "") + f"Glue says {task.last.glue_state}"
+        if task is not None:
+            detail = _how_known(task.last, detail)
         if key in view.record.skipped:
             detail = s.reason or "skipped by the execution input"
         if s.status.value == "not_started":
@@ -124,6 +131,24 @@ def _view_table(view: ExecutionView, session: Session) -> Table:
             Text(detail),
         )
     return table
+
+
+def _how_known(attempt: Any, detail: str) -> str:
+    """How the status is known, when the history and Glue could disagree: e.g. `task succeeded
+    (request-response) - Glue run jr_1 FAILED: OutOfMemory`."""
+    if attempt.evidence == "glue" and attempt.task_outcome and attempt.integration != "sync":
+        said = (
+            f"task {attempt.task_outcome} ({attempt.integration}) - Glue run {attempt.job_run_id} {attempt.glue_state}"
+        )
+        return said + (f": {detail}" if detail else "")
+    if attempt.evidence == "glue":
+        return (detail + "; " if detail else "") + f"Glue says {attempt.glue_state}"
+    if attempt.evidence.startswith("history only"):
+        said = (
+            f"task {attempt.task_outcome} ({attempt.integration})" if attempt.task_outcome else "no end in the history"
+        )
+        return f"{said}; {attempt.evidence}" + (f"; {detail}" if detail else "")
+    return detail
 
 
 def _print_view(view: ExecutionView, session: Session) -> None:
@@ -144,8 +169,12 @@ def _print_view(view: ExecutionView, session: Session) -> None:
         console.print(f"🔄 {task.key}: Glue run {task.job_run_id} is still running (a local recover re-attaches)")
     if view.lock_holder:
         console.print(f"🔒 {session.pipeline} in {session.env_name} is busy: {view.lock_holder}")
+    if record.not_in_pipeline:
+        console.print(f"not part of the pipeline: {', '.join(record.not_in_pipeline)}", style="dim", markup=False)
+    if not record.glue_asked:
+        console.print("read from the saved history alone: Glue was not asked (no AWS credentials here)", style="dim")
     for warning in record.warnings:
-        console.print(f"⚠️  {warning}", style="yellow")
+        console.print(f"⚠️  {warning}", style="yellow", markup=False)
     if view.recover_command:
         console.print(Text.assemble("\nto continue after fixing the cause:  ", (view.recover_command, "bold cyan")))
         console.print(f"to preview first:                    {view.recover_command} --dry-run", style="dim")
@@ -170,9 +199,15 @@ def _view_json(view: ExecutionView, session: Session) -> dict[str, Any]:
                 "glue_state": record.tasks[k].last.glue_state if k in record.tasks else None,
                 "error_type": view.state.step(k).error_type,
                 "error_message": view.state.step(k).error_message,
+                "attempt_status": record.tasks[k].last.status.value if k in record.tasks else "not_run",
+                "integration": record.tasks[k].last.integration if k in record.tasks else None,
+                "task_outcome": record.tasks[k].last.task_outcome if k in record.tasks else None,
+                "evidence": record.tasks[k].last.evidence if k in record.tasks else None,
             }
             for k in session.spec.keys
         ],
+        "glue_asked": record.glue_asked,
+        "not_in_pipeline": list(record.not_in_pipeline),
         "warnings": list(record.warnings),
     }
 
@@ -184,13 +219,22 @@ def status(
     pipeline: PipelineOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
+    history: HistoryOpt = None,
+    describe: DescribeOpt = None,
 ) -> None:
-    """Show an execution (default: the latest) step by step, with Glue run ids and errors."""
+    """Show an execution (default: the latest) step by step, with Glue run ids and errors.
+
+    With --history, read what `aws stepfunctions get-execution-history --output json` saved (on a laptop,
+    for a post-mortem): Glue is asked only when credentials are configured.
+    """
     from flywheel.aws import recover as ops
 
     session = _session(pipeline, env, home)
     with _aws_errors():
-        view = ops.status(session, ops.connect(session), execution_arn)
+        if history is not None:
+            view = ops.view_saved(session, ops.read_saved(session, history, describe))
+        else:
+            view = ops.status(session, ops.connect(session), execution_arn)
     if as_json:
         console.print_json(json.dumps(_view_json(view, session)))
     else:
@@ -225,6 +269,8 @@ def recover(
     note: Annotated[str | None, typer.Option("--note", help="Why (journaled; sent with --in-aws).")] = None,
     yes: YesOpt = False,
     as_json: JsonOpt = False,
+    history: HistoryOpt = None,
+    describe: DescribeOpt = None,
 ) -> None:
     """Continue a failed, timed-out or aborted execution (default: the latest) from where it stopped.
 
@@ -238,6 +284,21 @@ def recover(
     if in_aws and redrive:
         raise UsageError("--in-aws and --redrive cannot be combined", fix="choose one")
     session = _session(pipeline, env, home)
+    if history is not None:  # a saved history: the plan only; recovering needs the execution itself
+        if not dry_run:
+            raise UsageError(
+                "--history reads a saved history to preview the recovery; it cannot run it",
+                fix="add --dry-run, or recover the execution by its ARN where AWS is reachable",
+            )
+        with _aws_errors():
+            planned = ops.plan_saved(session, ops.read_saved(session, history, describe))
+        if as_json:
+            console.print_json(json.dumps(api.planned_summary(planned)))
+        else:
+            from flywheel.render import print_plan
+
+            print_plan(console, planned, dry_run=True)
+        return
     with _aws_errors():
         clients = ops.connect(session)
         recovery = ops.plan_recovery(session, clients, execution_arn, note=note)

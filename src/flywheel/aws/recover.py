@@ -31,6 +31,7 @@ from flywheel.aws.sfn import (
     execution_state,
     import_execution,
     read_execution,
+    read_history,
 )
 from flywheel.errors import NotFound, UsageError
 from flywheel.planner import Action, Mode, PlanRequest
@@ -431,3 +432,61 @@ def plan_json(recovery: Recovery) -> dict[str, Any]:
         "reattach": {str(k): v for k, v in recovery.reattach.items()},
         "plan": planned_summary(recovery.planned),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# offline: a history saved with the AWS CLI
+
+
+def _saved_json(path: Path, what: str, command: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {path}", fix=f"save it with `{command}`") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path} is not {what} saved as JSON ({exc})", fix=f"save it with `{command}`") from None
+
+
+def _glue_if_credentials(session: Session) -> Any:
+    """A Glue client when AWS credentials are configured here; None (read offline) otherwise."""
+    import boto3
+
+    if boto3.Session().get_credentials() is None:
+        return None
+    return connect(session).glue
+
+
+def read_saved(session: Session, history_file: Path, describe_file: Path | None = None) -> ExecutionRecord:
+    """An execution from what an on-call engineer saved: `aws stepfunctions get-execution-history
+    --execution-arn ARN --output json > history.json` (and, optionally, `describe-execution`). Glue is
+    asked about the runs only when credentials are there; otherwise every fact is the history's, and
+    the view says so."""
+    history_command = "aws stepfunctions get-execution-history --execution-arn ARN --output json > history.json"
+    body = _saved_json(history_file, "an execution history", history_command)
+    events = body.get("events") if isinstance(body, dict) else body
+    if not isinstance(events, list) or not all(isinstance(e, dict) and "type" in e and "id" in e for e in events):
+        raise UsageError(f"{history_file} holds no execution history events", fix=f"save it with `{history_command}`")
+    described = None
+    if describe_file is not None:
+        described = _saved_json(
+            describe_file,
+            "an execution description",
+            "aws stepfunctions describe-execution --execution-arn ARN --output json > describe.json",
+        )
+    glue = _glue_if_credentials(session)
+    return read_history(events, described, spec=session.spec, env_name=session.env_name, glue=glue)
+
+
+def view_saved(session: Session, record: ExecutionRecord) -> ExecutionView:
+    return ExecutionView(record, execution_state(session.spec, session.env_name, record))
+
+
+def plan_saved(session: Session, record: ExecutionRecord) -> PlannedRun:
+    """The recovery plan of a saved execution, without importing it (nothing is written)."""
+    from flywheel.api import PlannedRun
+    from flywheel.planner import PlanInputs, plan
+
+    state = execution_state(session.spec, session.env_name, record)
+    request = PlanRequest(mode=Mode.RESUME, source_run=0)
+    decided = plan(session.spec, request, PlanInputs(source=state))
+    return PlannedRun(session=session, plan=decided, source=state, time_saved=decided.time_saved(session.spec))

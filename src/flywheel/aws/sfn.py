@@ -140,10 +140,17 @@ class ExecutionRecord:
 
 
 def _epoch(value: Any) -> float:
+    """Seconds since the epoch from what boto3 returns (datetime), what the AWS CLI saves (an ISO 8601
+    string) or epoch numbers (seconds or milliseconds)."""
     if isinstance(value, datetime):
         return value.timestamp()
     if isinstance(value, int | float):
         return float(value) / 1000 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return 0.0
     return 0.0
 
 
@@ -404,6 +411,8 @@ def _scheduled(
     if not isinstance(parameters, Mapping):
         parameters = {}
     integration = _glue_start(details)
+    if integration is None and str(details.get("resourceType") or "").rpartition(":")[2] == "glue":
+        return None  # another Glue call (a GetJobRun poll, a GetTable check): it runs no step
     text = json.dumps(parameters)
     job = str(parameters.get("JobName", "")) if integration is not None else ""
     arguments = parameters.get("Arguments") or {}
@@ -469,9 +478,10 @@ def _settle(glue: Any, attempt: _Open) -> AttemptRecord:
 
 
 def _history_says(attempt: _Open) -> AttemptStatus:
-    """What the history alone supports. A request-response task only started its job, so its success
-    proves nothing (unknown: a recovery reruns it); a callback came from whoever sent it."""
-    if attempt.task_outcome == "succeeded" and attempt.integration is not Integration.REQUEST_RESPONSE:
+    """What the history alone supports. A request-response task (or a Lambda that starts the job) only
+    started its job, so its success proves nothing (unknown: a recovery reruns it); a callback came
+    from whoever sent it."""
+    if attempt.task_outcome == "succeeded" and attempt.integration in (Integration.SYNC, Integration.CALLBACK):
         return AttemptStatus.SUCCEEDED
     if attempt.task_outcome is not None and attempt.task_outcome != "succeeded":
         return AttemptStatus.FAILED

@@ -377,3 +377,37 @@ def test_the_fork_server_imports_the_environments_shared_libraries_once_for_ever
     assert None not in importers, "the steps found the module already imported"
     assert len(importers) == 1, "one process imported it for both steps"
     assert importers.isdisjoint({r["step_pid"] for r in reports}), "and it was not a step"
+
+
+def test_the_in_process_executor_runs_shell_steps_through_one_fork_server_and_closes_it(sandbox: Sandbox) -> None:
+    """A shell step needs a process even when Python jobs run in the runner's threads: one subprocess
+    executor serves every shell step of the run, and its fork server ends with the run."""
+    sandbox.write(
+        [
+            {"id": "a", "number": 1, "title": "A", "command": "echo a >> $FLYWHEEL_PARAM_HOME/shell.txt"},
+            {"id": "b", "number": 2, "title": "B", "command": "echo b >> $FLYWHEEL_PARAM_HOME/shell.txt", "depends_on": ["a"]},
+        ]
+    )
+    (sandbox.root / "project.yaml").write_text(yaml.safe_dump({"environments": {"local": {"executor": "inprocess"}}}))
+
+    def fork_servers() -> list[str]:
+        """Live fork servers started by this process (a closed one exits by itself: wait for that)."""
+        deadline = time.monotonic() + 10
+        while True:
+            children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+            alive = [
+                c
+                for c in children
+                if b"forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()
+                and Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            ]
+            if not alive or time.monotonic() > deadline:
+                return alive
+            time.sleep(0.05)
+
+    before = fork_servers()
+    session = api.open_session(str(sandbox.pipeline), None, sandbox.home)
+    result = api.execute(session, PlanRequest(), api.RunOptions())
+    assert result.outcome is not None and result.outcome.value == "succeeded"
+    assert (sandbox.home / "shell.txt").read_text() == "a\nb\n"
+    assert fork_servers() == before

@@ -259,11 +259,28 @@ class InProcessExecutor:
 
     name = "inprocess"
 
+    def __init__(self) -> None:
+        self._shell: SubprocessExecutor | None = None  # for shell steps, made once and closed with this one
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Nothing to start: Python jobs run in the runner's own threads."""
+
+    def close(self) -> None:
+        with self._lock:
+            shell, self._shell = self._shell, None
+        if shell is not None:
+            shell.close()
+
     def execute(self, attempt: Attempt, cancel: threading.Event) -> Outcome:
         from flywheel.entry import call_job
 
-        if attempt.command is not None:
-            return SubprocessExecutor().execute(attempt, cancel)
+        if attempt.command is not None:  # a shell step needs a process: one subprocess executor per run
+            with self._lock:
+                if self._shell is None:
+                    self._shell = SubprocessExecutor()
+                shell = self._shell
+            return shell.execute(attempt, cancel)
         body = call_job(attempt.invocation)
         if body["ok"]:
             return Outcome(succeeded=True, exit_code=0, outputs=tuple(body.get("outputs") or ()))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 
-def duration(seconds: float | None) -> str:
-    """`250 ms`, `42.0 s`, `3 min 05 s`, `1 h 40 min`; empty when unknown."""
+def duration(seconds: float | None, *, unknown: str = "") -> str:
+    """`250 ms`, `42.0 s`, `3 min 05 s`, `1 h 40 min`; `unknown` when unknown (notifications say `?`)."""
     if seconds is None:
-        return ""
+        return unknown
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:

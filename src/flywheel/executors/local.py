@@ -22,6 +22,7 @@ from pathlib import Path
 from flywheel.entry import JOB_PATH_VARIABLE
 from flywheel.executors.base import Attempt, Outcome
 from flywheel.executors.forkserver import ForkServer
+from flywheel.logtail import tail
 
 _GRACE_SECONDS = 5.0
 _POLL_SECONDS = 0.2
@@ -41,15 +42,8 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 def _tail(path: Path, lines: int = 20) -> list[str]:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 16384))
-            text = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return [line for line in text.splitlines() if line.strip()][-lines:]
+    """The last non-blank lines of a step's log (for its error message)."""
+    return [line for line in tail(path, lines * 4, max_bytes=16384).lines if line.strip()][-lines:]
 
 
 def _signal_name(code: int) -> str:

@@ -74,8 +74,8 @@ class Redactor:
 
 
 def duration_text(seconds: float | None) -> str:
-    """`42 s`, `3 min 05 s`, `1 h 40 min` (the same units as `flywheel status`); `?` when unknown."""
-    return "?" if seconds is None else duration(seconds)
+    """A duration in a message: the units of `flywheel status`, `?` when unknown."""
+    return duration(seconds, unknown="?")
 
 
 def when_text(at: float) -> str:

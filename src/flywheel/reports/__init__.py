@@ -11,7 +11,7 @@ import html
 import time
 from collections.abc import Mapping, Sequence
 
-from flywheel.notify import duration_text
+from flywheel.durations import duration
 
 STATE_COLOURS: Mapping[str, tuple[str, str]] = {
     # state: (fill, stroke)
@@ -66,8 +66,8 @@ def badge(state: str) -> str:
     return f'<span class="badge state-{esc(state)}" style="background:{fill};border-color:{stroke}">{esc(state)}</span>'
 
 
-def dur(seconds: float | None) -> str:
-    return "" if seconds is None else duration_text(seconds)
+dur = duration
+"""Durations in reports: `flywheel.durations.duration` (empty when unknown)."""
 
 
 def page(title: str, body: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from flywheel.events import Event, StepFailed, StepReused, StepStarted, StepSucceeded
 from flywheel.incidents import Incident, ReusedStep, incidents, log_excerpt, time_saved
 from flywheel.journal import Journal
+from flywheel.logtail import tail
 from flywheel.reports import STATE_COLOURS, badge, dur, esc, page, when
 from flywheel.spec import PipelineSpec, StepKey
 from flywheel.state import RunState, RunStatus, StepStatus, fold
@@ -286,17 +287,9 @@ def incident_section(inc: Incident) -> str:
     return "\n".join(parts)
 
 
-def _read_tail(path: str, lines: int) -> tuple[list[str], bool]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - 256 * 1024))
-            text = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return [], False
-    all_lines = text.splitlines()
-    return all_lines[-lines:], len(all_lines) > lines or size > 256 * 1024
+def _tail_of(path: str, lines: int) -> tuple[list[str], bool]:
+    end = tail(path, lines)
+    return end.lines, end.cut
 
 
 def _logs_section(spans: Sequence[AttemptSpan]) -> str:
@@ -304,7 +297,7 @@ def _logs_section(spans: Sequence[AttemptSpan]) -> str:
     for s in spans:
         if not s.log_path:
             continue
-        lines, cut = _read_tail(s.log_path, LOG_TAIL_LINES)
+        lines, cut = _tail_of(s.log_path, LOG_TAIL_LINES)
         marked = set()
         if s.outcome == "failed" and s.error:
             error_type, _, message = s.error.partition(": ")

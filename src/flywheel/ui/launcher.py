@@ -17,9 +17,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from flywheel.journal import Journal
+from flywheel.logtail import tail
 
 
 @dataclass
@@ -139,11 +140,5 @@ class Launcher:
 
 
 def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        handle: IO[bytes]
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - limit))
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+    """The end of a resume's console output, about `limit` characters of it."""
+    return "\n".join(tail(path, 10_000, max_bytes=limit).lines)

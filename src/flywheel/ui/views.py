@@ -29,6 +29,7 @@ from flywheel.incidents import (
 )
 from flywheel.journal import Journal
 from flywheel.lock import Holder, RunLock
+from flywheel.logtail import tail
 from flywheel.notify import AWS_SECRET_VARIABLES, Redactor
 from flywheel.planner import Action, Mode, PlanRequest, TimeSaved
 from flywheel.render import SYMBOL
@@ -336,21 +337,10 @@ class RunPage:
         return self.state.status is RunStatus.RUNNING
 
 
-def read_tail(path: str, lines: int = LOG_TAIL_LINES, max_bytes: int = 256 * 1024) -> tuple[list[str], bool, int]:
+def read_tail(path: str, lines: int = LOG_TAIL_LINES) -> tuple[list[str], bool, int]:
     """The last `lines` lines of a log, whether it was cut, and the byte offset the tail ends at."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            raw = handle.read()
-    except OSError:
-        return [], False, 0
-    text = raw.decode("utf-8", "replace")
-    all_lines = text.splitlines()
-    if size > max_bytes and all_lines:
-        all_lines = all_lines[1:]  # a partial first line
-    return all_lines[-lines:], len(all_lines) > lines or size > max_bytes, size
+    end = tail(path, lines)
+    return end.lines, end.cut, end.size
 
 
 def log_views(spans: Sequence[AttemptSpan], redact: Redactor) -> list[LogView]:

@@ -7,6 +7,7 @@ opens the journal and closes it: WAL mode lets a runner append while the dashboa
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -73,41 +74,48 @@ def _templates() -> Environment:
     return env
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The dashboard as an ASGI app (uvicorn serves it; tests may too)."""
-    templates = _templates()
-    catalog = views.Catalog(settings.home, settings.pipeline)
-    launcher = Launcher(settings.home)
+def _guarded(handler: Callable[[Dashboard, Request], Response]) -> Callable[[Dashboard, Request], Response]:
+    """Turn a flywheel error into a page (404 for what does not exist) instead of a server error."""
 
-    def redactor() -> Any:
-        return catalog.redactor(settings.guard.token)
+    @functools.wraps(handler)
+    def wrapper(self: Dashboard, request: Request) -> Response:
+        try:
+            return handler(self, request)
+        except FlywheelError as exc:
+            status = 404 if isinstance(exc, NotFound) else 400
+            if request.headers.get("accept", "").startswith("application/json") or request.method == "POST":
+                return JSONResponse({"error": exc.message, "fix": exc.fix}, status_code=status)
+            return self.render(request, "error.html", status_code=status, message=exc.message, fix=exc.fix)
 
-    def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return wrapper
+
+
+class Dashboard:
+    """The dashboard's pages and actions; `create_app` routes URLs to these methods."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.templates = _templates()
+        self.catalog = views.Catalog(settings.home, settings.pipeline)
+        self.launcher = Launcher(settings.home)
+
+    def redactor(self) -> Any:
+        return self.catalog.redactor(self.settings.guard.token)
+
+    def render(self, request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("nav", "")
-        body = templates.get_template(name).render(csrf=csrf_of(request.scope), request=request, **context)
+        body = self.templates.get_template(name).render(csrf=csrf_of(request.scope), request=request, **context)
         return HTMLResponse(body, status_code=status_code)
 
-    def journal() -> Journal:
-        return open_journal(settings.home)
+    def journal(self) -> Journal:
+        return open_journal(self.settings.home)
 
+    @staticmethod
     def query(request: Request, name: str) -> str | None:
         value = request.query_params.get(name, "").strip()
         return value or None
 
-    def guarded(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
-        """Turn a flywheel error into a page (404 for what does not exist) instead of a server error."""
-
-        def wrapper(request: Request) -> Response:
-            try:
-                return handler(request)
-            except FlywheelError as exc:
-                status = 404 if isinstance(exc, NotFound) else 400
-                if request.headers.get("accept", "").startswith("application/json") or request.method == "POST":
-                    return JSONResponse({"error": exc.message, "fix": exc.fix}, status_code=status)
-                return render(request, "error.html", status_code=status, message=exc.message, fix=exc.fix)
-
-        return wrapper
-
+    @staticmethod
     def run_id_of(request: Request) -> int:
         text = request.path_params["run_id"]
         if not text.isdigit():
@@ -116,16 +124,20 @@ def create_app(settings: Settings) -> Starlette:
 
     # -- pages -------------------------------------------------------------------------------
 
-    def home(request: Request) -> Response:
+    def home(self, request: Request) -> Response:
         return RedirectResponse("/runs", status_code=303)
 
-    @guarded
-    def runs(request: Request) -> Response:
+    @_guarded
+    def runs(self, request: Request) -> Response:
         started = time.perf_counter()
-        pipeline, env, status = query(request, "pipeline"), query(request, "env"), query(request, "status")
-        with journal() as j:
-            listing = views.list_runs(j, settings.home, pipeline=pipeline, env=env, status=status)
-        return render(
+        pipeline, env, status = (
+            self.query(request, "pipeline"),
+            self.query(request, "env"),
+            self.query(request, "status"),
+        )
+        with self.journal() as j:
+            listing = views.list_runs(j, self.settings.home, pipeline=pipeline, env=env, status=status)
+        return self.render(
             request,
             "runs.html",
             nav="runs",
@@ -135,17 +147,17 @@ def create_app(settings: Settings) -> Starlette:
             took_ms=(time.perf_counter() - started) * 1000,
         )
 
-    def render_steps(rows: list[views.StepRow]) -> str:
-        return templates.get_template("_steps.html").render(steps=rows)
+    def render_steps(self, rows: list[views.StepRow]) -> str:
+        return self.templates.get_template("_steps.html").render(steps=rows)
 
-    @guarded
-    def run(request: Request) -> Response:
+    @_guarded
+    def run(self, request: Request) -> Response:
         started = time.perf_counter()
-        run_id = run_id_of(request)
-        with journal() as j:
-            page = views.run_page(catalog, j, run_id, redact=redactor())
+        run_id = self.run_id_of(request)
+        with self.journal() as j:
+            page = views.run_page(self.catalog, j, run_id, redact=self.redactor())
         spec = page.session.spec if page.session else None
-        return render(
+        return self.render(
             request,
             "run.html",
             nav="runs",
@@ -153,53 +165,53 @@ def create_app(settings: Settings) -> Starlette:
             state=page.state,
             graph=trusted(graph_svg(spec, page.state)) if spec else None,
             timeline=trusted(timeline_svg(spec, page.state, page.spans, time.time())) if spec else None,
-            steps_html=trusted(render_steps(list(page.steps))),
+            steps_html=trusted(self.render_steps(list(page.steps))),
             took_ms=(time.perf_counter() - started) * 1000,
         )
 
-    @guarded
-    def plan(request: Request) -> Response:
+    @_guarded
+    def plan(self, request: Request) -> Response:
         """The Resume section: `flywheel resume RUN --dry-run` and the button that starts it."""
-        run_id = run_id_of(request)
-        with journal() as j:
-            view = views.resume_view(catalog, j, run_id)
-        view = replace(view, active_job=launcher.active(view.pipeline, view.env))
-        return HTMLResponse(templates.get_template("_resume.html").render(r=view))
+        run_id = self.run_id_of(request)
+        with self.journal() as j:
+            view = views.resume_view(self.catalog, j, run_id)
+        view = replace(view, active_job=self.launcher.active(view.pipeline, view.env))
+        return HTMLResponse(self.templates.get_template("_resume.html").render(r=view))
 
-    @guarded
-    def incident_of_run(request: Request) -> Response:
+    @_guarded
+    def incident_of_run(self, request: Request) -> Response:
         """The incident a run opened, joined or closed (it reads every run of the pipeline: loaded after the page)."""
-        run_id = run_id_of(request)
-        with journal() as j:
-            state, _ = views.load_run(j, settings.home, run_id)
-            session = catalog.session(j, run_id)
+        run_id = self.run_id_of(request)
+        with self.journal() as j:
+            state, _ = views.load_run(j, self.settings.home, run_id)
+            session = self.catalog.session(j, run_id)
             found = views.incident_of(j, session.spec if session else None, state)
         if found is None:
             return HTMLResponse('<p class="muted" id="no-incident">no incident: this run did not fail</p>')
         link = f'<p><a href="/incidents/{found.id}">open incident {found.id}</a> to add a note</p>'
         return HTMLResponse(incident_section(found) + link)
 
-    @guarded
-    def log_file(request: Request) -> Response:
-        run_id = run_id_of(request)
+    @_guarded
+    def log_file(self, request: Request) -> Response:
+        run_id = self.run_id_of(request)
         name = request.path_params["name"]
-        with journal() as j:
-            state, events = views.load_run(j, settings.home, run_id)
+        with self.journal() as j:
+            state, events = views.load_run(j, self.settings.home, run_id)
             path = views.log_path_of(events, state, name)
         if path is None or not Path(path).exists():
             return PlainTextResponse(f"run {run_id} has no log {name!r}", status_code=404)
-        redact = redactor()
+        redact = self.redactor()
         text = Path(path).read_text(encoding="utf-8", errors="replace")
         return PlainTextResponse(redact(text))
 
-    async def live(request: Request) -> Response:
+    async def live(self, request: Request) -> Response:
         """Server-sent events while the run goes on; the stream ends with a `done` event."""
         from starlette.responses import StreamingResponse
 
         try:
-            run_id = run_id_of(request)
+            run_id = self.run_id_of(request)
             watcher = await anyio.to_thread.run_sync(
-                lambda: LiveRun(catalog, run_id, render_steps=render_steps, redact=redactor())
+                lambda: LiveRun(self.catalog, run_id, render_steps=self.render_steps, redact=self.redactor())
             )
         except FlywheelError as exc:
             return PlainTextResponse(exc.message, status_code=404 if isinstance(exc, NotFound) else 400)
@@ -229,14 +241,14 @@ def create_app(settings: Settings) -> Starlette:
             headers={"X-Accel-Buffering": "no"},
         )
 
-    @guarded
-    def resume(request: Request) -> Response:
+    @_guarded
+    def resume(self, request: Request) -> Response:
         """Start `flywheel resume RUN --yes` in the background, after the same checks a person would make."""
-        run_id = run_id_of(request)
+        run_id = self.run_id_of(request)
         form = _form(request)
-        with journal() as j:
-            session = catalog.session(j, run_id)
-            state, _ = views.load_run(j, settings.home, run_id)
+        with self.journal() as j:
+            session = self.catalog.session(j, run_id)
+            state, _ = views.load_run(j, self.settings.home, run_id)
             row = j.run(run_id)
         if session is None:
             return _refuse(
@@ -248,20 +260,20 @@ def create_app(settings: Settings) -> Starlette:
             return _refuse(
                 409, f"run {run_id} is {state.status.value}; only a failed, interrupted or partial run resumes"
             )
-        with journal() as j:
+        with self.journal() as j:
             recovered = api.recovered_by(j, run_id)
         if recovered is not None:
             return _refuse(409, f"run {run_id} was already recovered by run {recovered}", f"open /runs/{recovered}")
-        holder = views.Locks(settings.home).holder(row.pipeline, row.env)
-        if holder is not None or launcher.active(row.pipeline, row.env) is not None:
+        holder = views.Locks(self.settings.home).holder(row.pipeline, row.env)
+        if holder is not None or self.launcher.active(row.pipeline, row.env) is not None:
             who = holder.describe() if holder else "a resume started from this dashboard"
             return _refuse(
                 409, f"{row.pipeline} in {row.env} is already being run by {who}", "wait for that run to finish"
             )
-        if catalog.environment_confirms(session) and form.get("confirm_env", "").strip() != row.env:
+        if self.catalog.environment_confirms(session) and form.get("confirm_env", "").strip() != row.env:
             return _refuse(400, f"{row.env} needs its name typed to confirm the resume", f"type {row.env}")
         user, host = current_identity()
-        job = launcher.start(
+        job = self.launcher.start(
             run_id,
             pipeline=row.pipeline,
             env=row.env,
@@ -274,21 +286,25 @@ def create_app(settings: Settings) -> Starlette:
         log.info("started a resume of run %s (job %s)", run_id, job.id)
         return JSONResponse({"job": job.id, "status_url": f"/jobs/{job.id}"}, status_code=202)
 
-    def job(request: Request) -> Response:
-        found = launcher.get(request.path_params["job_id"])
+    def job(self, request: Request) -> Response:
+        found = self.launcher.get(request.path_params["job_id"])
         if found is None:
             return JSONResponse({"error": "no such job"}, status_code=404)
-        with journal() as j:
-            body = launcher.describe(found, j)
-        body["output"] = redactor()(body["output"])
+        with self.journal() as j:
+            body = self.launcher.describe(found, j)
+        body["output"] = self.redactor()(body["output"])
         return JSONResponse(body)
 
-    @guarded
-    def incidents_page(request: Request) -> Response:
-        pipeline, env, status = query(request, "pipeline"), query(request, "env"), query(request, "status")
-        with journal() as j:
+    @_guarded
+    def incidents_page(self, request: Request) -> Response:
+        pipeline, env, status = (
+            self.query(request, "pipeline"),
+            self.query(request, "env"),
+            self.query(request, "status"),
+        )
+        with self.journal() as j:
             listing = views.list_incidents(j, pipeline=pipeline, env=env, status=status)
-        return render(
+        return self.render(
             request,
             "incidents.html",
             nav="incidents",
@@ -296,14 +312,14 @@ def create_app(settings: Settings) -> Starlette:
             chosen={"pipeline": pipeline, "env": env, "status": status},
         )
 
-    @guarded
-    def incident_page(request: Request) -> Response:
+    @_guarded
+    def incident_page(self, request: Request) -> Response:
         ref = request.path_params["incident_id"]
         if not ref.isdigit():
             raise NotFound(f"no incident {ref!r}", fix="pick one from the list")
-        with journal() as j:
+        with self.journal() as j:
             inc = find_incident(j, None, int(ref))
-        return render(
+        return self.render(
             request,
             "incident.html",
             nav="incidents",
@@ -313,15 +329,15 @@ def create_app(settings: Settings) -> Starlette:
             causes=[c.value for c in Cause],
         )
 
-    @guarded
-    def note(request: Request) -> Response:
+    @_guarded
+    def note(self, request: Request) -> Response:
         ref = request.path_params["incident_id"]
         if not ref.isdigit():
             raise NotFound(f"no incident {ref!r}")
         form = _form(request)
         category = form.get("category", "").strip() or None
         user, host = current_identity()
-        with journal() as j:
+        with self.journal() as j:
             inc, event = note_incident(
                 j,
                 None,
@@ -333,19 +349,19 @@ def create_app(settings: Settings) -> Starlette:
             )
         return JSONResponse({"incident": inc.id, "at": event.at}, status_code=201)
 
-    @guarded
-    def patterns(request: Request) -> Response:
-        pipeline, env = query(request, "pipeline"), query(request, "env")
-        since_text = query(request, "since") or "30d"
+    @_guarded
+    def patterns(self, request: Request) -> Response:
+        pipeline, env = self.query(request, "pipeline"), self.query(request, "env")
+        since_text = self.query(request, "since") or "30d"
         start = None if since_text == "all" else parse_since(since_text)
-        with journal() as j:
+        with self.journal() as j:
             listing = views.list_incidents(j, pipeline=pipeline, env=env)
         summary = summarize(listing.incidents[::-1], since=start)
         charts = {
             name: trusted(bar_chart([(k, float(v)) for k, v in counts.items()], label=f"failures by {name}"))
             for name, counts in (("step", summary.by_step), ("cause", summary.by_cause), ("env", summary.by_env))
         }
-        return render(
+        return self.render(
             request,
             "patterns.html",
             nav="patterns",
@@ -356,20 +372,24 @@ def create_app(settings: Settings) -> Starlette:
             cause_help=CAUSE_HELP,
         )
 
+
+def create_app(settings: Settings) -> Starlette:
+    """The dashboard as an ASGI app (uvicorn serves it; tests may too)."""
+    dashboard = Dashboard(settings)
     routes = [
-        Route("/", home),
-        Route("/runs", runs),
-        Route("/runs/{run_id}", run),
-        Route("/runs/{run_id}/live", live),
-        Route("/runs/{run_id}/plan", plan),
-        Route("/runs/{run_id}/incident", incident_of_run),
-        Route("/runs/{run_id}/logs/{name}", log_file),
-        Route("/runs/{run_id}/resume", resume, methods=["POST"]),
-        Route("/jobs/{job_id}", job),
-        Route("/incidents", incidents_page),
-        Route("/incidents/report", patterns),
-        Route("/incidents/{incident_id}", incident_page),
-        Route("/incidents/{incident_id}/notes", note, methods=["POST"]),
+        Route("/", dashboard.home),
+        Route("/runs", dashboard.runs),
+        Route("/runs/{run_id}", dashboard.run),
+        Route("/runs/{run_id}/live", dashboard.live),
+        Route("/runs/{run_id}/plan", dashboard.plan),
+        Route("/runs/{run_id}/incident", dashboard.incident_of_run),
+        Route("/runs/{run_id}/logs/{name}", dashboard.log_file),
+        Route("/runs/{run_id}/resume", dashboard.resume, methods=["POST"]),
+        Route("/jobs/{job_id}", dashboard.job),
+        Route("/incidents", dashboard.incidents_page),
+        Route("/incidents/report", dashboard.patterns),
+        Route("/incidents/{incident_id}", dashboard.incident_page),
+        Route("/incidents/{incident_id}/notes", dashboard.note, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, guard=settings.guard)])

@@ -133,44 +133,7 @@ def try_step(
         real = {key: resolve_params(spec, key, session.env_name, env, str(session.home)) for key in keys}
         first = real[keys[0]]
         settings: dict[str, Any] = {name: first[name] for name in (*spec.params, *env.settings) if name in first}
-        redirected: dict[str, str] = {}
-        copied: dict[str, str] = {}
-        for key in keys:
-            params = real[key]
-            writes = _known_outputs(session, journal, key, params)
-            if not writes and not any(split_scheme(u)[0] for u in resolve_outputs(spec, key, params)):
-                raise UsageError(
-                    f"flywheel does not know where {key} writes (no declared outputs and no earlier success)",
-                    fix=f"declare `outputs:` for step {key.step} in the pipeline",
-                )
-            step = spec.step(key.step)
-            local_layers = {**step.params, **((step.contexts.get(key.context) or {}) if key.context else {})}
-            paths = {
-                name: path
-                for name in sorted(fp.used_params(key, params) | _template_names(spec, key))
-                if name not in ("home", "raw_inputs") and (path := _absolute(params.get(name))) is not None
-            }
-            enclosing = {_closest(paths, w) for w in writes} - {None}
-            for name, path in paths.items():
-                if name in redirected or name in copied:
-                    continue
-                if name in enclosing or not os.path.exists(path):
-                    if name in local_layers:
-                        raise UsageError(
-                            f"step {key.step} sets {name!r} itself, so a try cannot redirect it",
-                            fix=f"define {name} as a pipeline parameter or environment setting",
-                        )
-                    target = home / "data" / name
-                    if name in enclosing:
-                        target.mkdir(parents=True, exist_ok=True)
-                        _seed_upstream(session, journal, fp, key, path, target)
-                    redirected[name] = str(target)
-                elif os.path.isfile(path) and name not in local_layers:
-                    target = home / "state" / f"{name}-{Path(path).name}"
-                    for suffix in ("", *_SIDECARS):
-                        if Path(path + suffix).exists():
-                            _copy(Path(path + suffix), Path(str(target) + suffix))
-                    copied[name] = str(target)
+        redirected, copied = _redirect(session, journal, fp, real, home)
         settings.update(redirected)
         settings.update(copied)
 
@@ -189,6 +152,53 @@ def try_step(
         decided = Plan(request=request, decisions=decisions)
         _, state = carry_out(session, scratch_env, home, scratch_journal, decided, started, options)
     return TryResult(keys=keys, scratch=home, state=state, redirected=redirected, copied=copied)
+
+
+def _redirect(
+    session: Session, journal: Journal, fp: OutputFingerprinter, real: Mapping[StepKey, Mapping[str, Any]], home: Path
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Where a try writes instead: each folder a tried key writes into (or that does not exist yet) is
+    redirected into the scratch home, seeded with the upstream outputs it holds; each file it writes to
+    (a catalog) is copied there first. Returns (redirected folders, copied files) as settings."""
+    spec = session.spec
+    redirected: dict[str, str] = {}
+    copied: dict[str, str] = {}
+    for key, params in real.items():
+        writes = _known_outputs(session, journal, key, params)
+        if not writes and not any(split_scheme(u)[0] for u in resolve_outputs(spec, key, params)):
+            raise UsageError(
+                f"flywheel does not know where {key} writes (no declared outputs and no earlier success)",
+                fix=f"declare `outputs:` for step {key.step} in the pipeline",
+            )
+        step = spec.step(key.step)
+        local_layers = {**step.params, **((step.contexts.get(key.context) or {}) if key.context else {})}
+        paths = {
+            name: path
+            for name in sorted(fp.used_params(key, params) | _template_names(spec, key))
+            if name not in ("home", "raw_inputs") and (path := _absolute(params.get(name))) is not None
+        }
+        enclosing = {_closest(paths, w) for w in writes} - {None}
+        for name, path in paths.items():
+            if name in redirected or name in copied:
+                continue
+            if name in enclosing or not os.path.exists(path):
+                if name in local_layers:
+                    raise UsageError(
+                        f"step {key.step} sets {name!r} itself, so a try cannot redirect it",
+                        fix=f"define {name} as a pipeline parameter or environment setting",
+                    )
+                target = home / "data" / name
+                if name in enclosing:
+                    target.mkdir(parents=True, exist_ok=True)
+                    _seed_upstream(session, journal, fp, key, path, target)
+                redirected[name] = str(target)
+            elif os.path.isfile(path) and name not in local_layers:
+                target = home / "state" / f"{name}-{Path(path).name}"
+                for suffix in ("", *_SIDECARS):
+                    if Path(path + suffix).exists():
+                        _copy(Path(path + suffix), Path(str(target) + suffix))
+                copied[name] = str(target)
+    return redirected, copied
 
 
 def _template_names(spec: PipelineSpec, key: StepKey) -> set[str]:

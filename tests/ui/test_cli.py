@@ -26,9 +26,20 @@ def test_the_cli_mounts_ui_without_importing_the_web_stack() -> None:
 
 @pytest.mark.e2e
 def test_a_port_in_use_is_an_environment_error(sandbox: Sandbox) -> None:
+    from flywheel.journal import open_journal
+
+    open_journal(sandbox.home).close()  # a home with a journal, so the port is what fails
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         result = sandbox.cli("ui", "--port", str(port))
     assert result.returncode == 3, result.stdout + result.stderr
     assert f"cannot serve on 127.0.0.1:{port}" in result.stderr and "--port 0" in result.stderr
     assert sandbox.cli("ui", "--port", "70000").returncode == 2
+
+
+@pytest.mark.e2e
+def test_a_home_that_holds_no_journal_is_named_instead_of_shown_empty(sandbox: Sandbox) -> None:
+    typo = sandbox.root / "hmoe"
+    result = sandbox.cli("ui", "--port", "0", "--home", str(typo))
+    assert result.returncode == 2 and f"no flywheel journal at {typo}" in result.stderr
+    assert not typo.exists()

@@ -50,6 +50,10 @@ def ui(
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port} is not a port number", fix="use 1-65535, or 0 for any free port")
+    from flywheel.journal import open_journal
+
+    resolved = resolve_home(home)
+    open_journal(resolved, create=False).close()  # a mistyped home says so, before a port is taken
     generated = False
     if not is_loopback(host) and not token:
         token, generated = new_token(), True
@@ -63,7 +67,6 @@ def ui(
         ) from None
     bound = sock.getsockname()[1]
     guard = Guard.for_bind(host, bound, token)
-    resolved = resolve_home(home)
     app = create_app(Settings(home=resolved, guard=guard, pipeline=pipeline))
     shown = host if is_loopback(host) else (socket.gethostname() if host in ("0.0.0.0", "::") else host)
     shown = f"[{shown}]" if ":" in shown else shown

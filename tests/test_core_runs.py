@@ -385,7 +385,13 @@ def test_the_in_process_executor_runs_shell_steps_through_one_fork_server_and_cl
     sandbox.write(
         [
             {"id": "a", "number": 1, "title": "A", "command": "echo a >> $FLYWHEEL_PARAM_HOME/shell.txt"},
-            {"id": "b", "number": 2, "title": "B", "command": "echo b >> $FLYWHEEL_PARAM_HOME/shell.txt", "depends_on": ["a"]},
+            {
+                "id": "b",
+                "number": 2,
+                "title": "B",
+                "command": "echo b >> $FLYWHEEL_PARAM_HOME/shell.txt",
+                "depends_on": ["a"],
+            },
         ]
     )
     (sandbox.root / "project.yaml").write_text(yaml.safe_dump({"environments": {"local": {"executor": "inprocess"}}}))

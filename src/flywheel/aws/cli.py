@@ -121,11 +121,12 @@ def _view_table(view: ExecutionView, session: Session) -> Table:
             detail = s.reason or "skipped by the execution input"
         if s.status.value == "not_started":
             detail = "not executed"
+        unknown = task is not None and task.last.status.value == "unknown"  # no word from the job's run
         table.add_row(
             str(session.spec.step(key.step).number),
             Text(label),
-            SYMBOL[s.status],
-            s.status.value,
+            "❔" if unknown else SYMBOL[s.status],
+            "unknown" if unknown else s.status.value,
             duration(s.duration),
             task.job_run_id or "" if task else "",
             Text(detail),

@@ -7,6 +7,7 @@ the real CLI on a tiny pipeline: a -> b[x], b[y] -> c -> d, every output declare
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -136,6 +137,20 @@ def test_a_run_recovered_through_a_resume_of_a_resume_is_not_recovered_again_wit
         client = served.client()
         reply = client.post("/runs/1/resume", csrf=client.csrf("/runs/1"), origin=client.origin)
         assert reply.status == 409 and "already recovered by run 3" in reply.json()["error"]
+        listing = client.get("/runs").body
+    marks = dict(re.findall(r'data-run="(\d+)" data-status="(\w+)"', listing))
+    assert marks == {"3": "succeeded", "2": "failed", "1": "failed"}
+    rows = {row.split('"')[1]: row for row in listing.split("<tr data-run=")[1:]}
+    recovered = {run: m.group(1) for run, row in rows.items() if (m := re.search(r'data-recovered-by="(\d+)"', row))}
+    assert recovered == {"2": "3", "1": "3"} and "open-failure" not in listing
+
+
+def test_the_run_list_marks_a_failed_run_nobody_recovered_as_open(chain: Sandbox) -> None:
+    chain.fail("c")
+    assert chain.cli("run", "pipeline.yaml").returncode == 1
+    with serve_in_thread(chain.home) as served:
+        listing = served.client().get("/runs").body
+    assert 'class="open-failure"' in listing and "data-recovered-by" not in listing
 
 
 def test_mark_names_the_step_with_contexts_says_when_there_is_nothing_to_mark_and_logs_names_bad_contexts(

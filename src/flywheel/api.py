@@ -11,6 +11,7 @@ from flywheel.app.policies import (
     latest_successes,
     load_state,
     recovered_by,
+    recovered_by_many,
     settle,
 )
 from flywheel.app.queries import (
@@ -78,6 +79,7 @@ __all__ = [
     "prepare",
     "read_logs",
     "recovered_by",
+    "recovered_by_many",
     "request_flags",
     "resolve_home",
     "settle",

@@ -317,6 +317,16 @@ class Journal:
         return [(int(r), int(p)) for r, p in rows]
 
     @_translated
+    def lineage(self) -> dict[int, int]:
+        """Every run that continues another, as {run: parent}: one read of the runs' start events."""
+        rows = self._db.execute(
+            "SELECT run_id, json_extract(body, '$.parent_run') FROM events WHERE kind = ? AND "
+            "json_extract(body, '$.parent_run') IS NOT NULL",
+            (EventKind.RUN_STARTED,),
+        ).fetchall()
+        return {int(run): int(parent) for run, parent in rows}
+
+    @_translated
     def find_run_by_external_id(self, external_id: str) -> int | None:
         row = self._db.execute(
             "SELECT run_id FROM events WHERE kind = ? AND json_extract(body, '$.external_id') = ? LIMIT 1",

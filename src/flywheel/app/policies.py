@@ -75,10 +75,32 @@ def recovered_by(journal: Journal, run_id: int) -> int | None:
     The one rule behind "already recovered": a second recovery would redo that run's work, so the CLI
     needs `--again` for it and the dashboard refuses it.
     """
-    for descendant, _ in journal.descendants(run_id):
-        if fold(descendant, journal.events(descendant)).status is RunStatus.SUCCEEDED:
-            return descendant
-    return None
+    return recovered_by_many(journal, [run_id]).get(run_id)
+
+
+def recovered_by_many(journal: Journal, run_ids: Sequence[int]) -> dict[int, int]:
+    """`recovered_by` for many runs at once (a page of the run list): one read of the lineage and one
+    of the descendants' events, whatever the number of runs in the journal."""
+    children: dict[int, list[int]] = {}
+    for child, parent in sorted(journal.lineage().items()):
+        children.setdefault(parent, []).append(child)
+    lines: dict[int, list[int]] = {}
+    for run_id in run_ids:
+        found, frontier = [], list(children.get(run_id, ()))
+        while frontier:
+            child = frontier.pop(0)
+            found.append(child)
+            frontier.extend(children.get(child, ()))
+        lines[run_id] = sorted(found)
+    wanted = sorted({d for line in lines.values() for d in line})
+    events = journal.events_of_runs(wanted) if wanted else {}
+    succeeded = {d for d in wanted if fold(d, events[d]).status is RunStatus.SUCCEEDED}
+    out: dict[int, int] = {}
+    for run_id, line in lines.items():
+        first = next((d for d in line if d in succeeded), None)
+        if first is not None:
+            out[run_id] = first
+    return out
 
 
 def find_resumable(session: Session, journal: Journal) -> RunState:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,12 @@ class RunSummary:
     request: str
     failed: tuple[str, ...]
     source: str
+    recovered_by: int | None = None  # a later run of its lineage that succeeded (`api.recovered_by`)
+
+    @property
+    def open(self) -> bool:
+        """Work is left and no later run did it: what the on-call engineer still has to act on."""
+        return self.status.resumable and self.recovered_by is None
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,8 @@ def list_runs(
             )
         if truncated:
             break
+    recovered = api.recovered_by_many(journal, [r.run_id for r in out if r.status.resumable])
+    out = [replace(r, recovered_by=recovered.get(r.run_id)) for r in out]
     return RunList(runs=tuple(out), pipelines=pipelines, envs=envs, truncated=truncated)
 
 

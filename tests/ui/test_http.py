@@ -283,3 +283,13 @@ def test_a_run_recorded_with_a_relative_definition_is_drawn_with_pipeline(sandbo
         assert "cannot be found" in served.client().get("/runs/1").body
     with serve_in_thread(sandbox.home, pipeline=str(sandbox.pipeline)) as served:
         assert set(states(served.client().get("/runs/1").body).values()) == {"succeeded"}
+
+
+def test_status_icons_are_drawn_not_typed_so_a_server_without_an_emoji_font_shows_them(served: Served) -> None:
+    """On a fresh Linux server with no colour-emoji font, ✅ ❌ ⏸️ render as empty boxes: the run page
+    draws its status icons as inline SVG, each with a text label (colour is never the only signal)."""
+    page = served.client().get("/runs/1").body
+    steps = page[page.index('<table id="steps"') : page.index("</table>", page.index('<table id="steps"'))]
+    icons = re.findall(r'<svg class="icon icon-(\w+)"[^>]*aria-label="([^"]+)"', steps)
+    assert icons and all(label for _, label in icons)
+    assert not re.search("[\u2705\u274c\u23f8\u23ed\u2611\u26a0\U0001f504]", steps)

@@ -32,6 +32,7 @@ from flywheel.incidents import CAUSE_HELP, Cause, find_incident, note_incident, 
 from flywheel.journal import Journal, open_journal
 from flywheel.lock import current_identity
 from flywheel.reports import STATE_COLOURS, badge, bar_chart, dur, when
+from flywheel.reports.icons import icon
 from flywheel.reports.run_report import graph_svg, incident_section, timeline_svg
 from flywheel.state import RunStatus
 from flywheel.ui import views
@@ -70,6 +71,7 @@ def _templates() -> Environment:
     env.filters["dur"] = lambda s: dur(s) if s is not None else ""
     env.filters["when"] = when
     env.filters["badge"] = lambda s: trusted(badge(str(s)))
+    env.filters["icon"] = lambda s: trusted(icon(str(getattr(s, "value", s))))
     env.globals["STATE_COLOURS"] = STATE_COLOURS
     return env
 

@@ -147,3 +147,26 @@ def test_chromium_renders_the_incidents_report(failed_and_resumed: Sandbox, brow
     bar = page.locator('g.bar[data-label="b[y]"] rect')
     assert bar.is_visible() and float(bar.get_attribute("width") or 0) > 100
     page.close()
+
+
+def test_an_attempt_cut_off_by_a_dead_runner_ends_where_the_run_stopped_not_now() -> None:
+    """A runner that died as step b started, looked at 2 min 39 s later: b ends at the last event, not now."""
+    from flywheel.events import RunStarted, StepStarted, StepSucceeded
+    from flywheel.reports.run_report import attempts, timeline_svg
+    from flywheel.spec import PipelineSpec
+    from flywheel.state import as_crashed, fold
+
+    spec = PipelineSpec.model_validate(
+        {"pipeline": "p", "steps": [{"id": "a", "number": 1, "title": "A", "job": "m:f"},
+                                    {"id": "b", "number": 2, "title": "B", "job": "m:f", "depends_on": ["a"]}]}
+    )  # fmt: skip
+    events = [
+        RunStarted(run_id=1, at=1000.0, pipeline="p", env="local"),
+        StepStarted(run_id=1, at=1000.0, step="a", context=None),
+        StepSucceeded(run_id=1, at=1002.0, step="a", context=None, duration=2.0),
+        StepStarted(run_id=1, at=1002.0, step="b", context=None),
+    ]
+    state = as_crashed(fold(1, events))
+    svg = timeline_svg(spec, state, attempts(events, state), now=1000.0 + 159)
+    tip = re.search(r"<title>(b attempt 1: [^<]*)</title>", svg)
+    assert tip is not None and tip.group(1).endswith(", 0 ms"), svg

@@ -132,8 +132,12 @@ def graph_svg(spec: PipelineSpec, state: RunState) -> str:
 
 
 def timeline_svg(spec: PipelineSpec, state: RunState, spans: Sequence[AttemptSpan], now: float) -> str:
+    """Attempts as bars. An attempt that never ended is drawn to `now` while the run runs, and to where
+    the run stopped (its end, or its last event when the runner died) once it does not."""
     if not spans:
         return '<p class="muted">no step was executed in this run</p>'
+    if state.status is not RunStatus.RUNNING:
+        now = state.finished_at or state.last_event_at or now
     t0 = min([s.start for s in spans] + ([state.started.at] if state.started else []))
     t1 = max([s.end or now for s in spans] + ([state.finished_at] if state.finished_at else []))
     span = max(t1 - t0, 1e-3)

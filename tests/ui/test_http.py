@@ -293,3 +293,17 @@ def test_status_icons_are_drawn_not_typed_so_a_server_without_an_emoji_font_show
     icons = re.findall(r'<svg class="icon icon-(\w+)"[^>]*aria-label="([^"]+)"', steps)
     assert icons and all(label for _, label in icons)
     assert not re.search("[\u2705\u274c\u23f8\u23ed\u2611\u26a0\U0001f504]", steps)
+
+
+def test_a_big_log_is_served_as_its_tail_unless_the_whole_file_is_asked_for(sandbox: Sandbox) -> None:
+    noisy = 'for i in $(seq 1 30000); do echo "line $i of a noisy step ................................"; done'
+    sandbox.write([{"id": "a", "number": 1, "title": "A", "command": noisy}])
+    assert sandbox.cli("run", "pipeline.yaml").returncode == 0
+    with serve_in_thread(sandbox.home) as served:
+        client = served.client()
+        capped = client.get("/runs/1/logs/a.attempt-1.log").body
+        whole = client.get("/runs/1/logs/a.attempt-1.log?whole=1").body
+    assert capped.startswith("(the last 1024 KiB of ") and "add ?whole=1" in capped.splitlines()[0]
+    assert "line 30000 of a noisy step" in capped and "line 1 of a noisy step" not in capped
+    assert whole.splitlines()[0] == "line 1 of a noisy step ................................"
+    assert len(whole.splitlines()) == 30000

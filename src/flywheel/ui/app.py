@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from flywheel.errors import FlywheelError, NotFound
 from flywheel.incidents import CAUSE_HELP, Cause, find_incident, note_incident, parse_since, summarize
 from flywheel.journal import Journal, open_journal
 from flywheel.lock import current_identity
+from flywheel.logtail import tail
 from flywheel.reports import STATE_COLOURS, badge, bar_chart, dur, when
 from flywheel.reports.icons import icon
 from flywheel.reports.run_report import graph_svg, incident_section, timeline_svg
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 LIVE_TICK = 0.4
 KEEPALIVE = 15.0
+LOG_CAP_BYTES = 1024 * 1024
+"""A raw log is served as its last MiB unless the whole file is asked for (`?whole=1`)."""
 
 
 @dataclass(frozen=True)
@@ -203,8 +206,20 @@ class Dashboard:
         if path is None or not Path(path).exists():
             return PlainTextResponse(f"run {run_id} has no log {name!r}", status_code=404)
         redact = self.redactor()
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-        return PlainTextResponse(redact(text))
+        size = Path(path).stat().st_size
+        if size > LOG_CAP_BYTES and request.query_params.get("whole") != "1":  # the tail, unless asked
+            end = tail(path, 1_000_000, max_bytes=LOG_CAP_BYTES)
+            head = f"(the last {LOG_CAP_BYTES // 1024} KiB of {size // 1024} KiB: add ?whole=1 for the whole log)\n"
+            return PlainTextResponse(head + redact("\n".join(end.lines)))
+
+        def lines() -> Iterator[str]:  # the whole log, streamed: never all of it in memory
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    yield redact(line)
+
+        from starlette.responses import StreamingResponse
+
+        return StreamingResponse(lines(), media_type="text/plain; charset=utf-8")
 
     async def live(self, request: Request) -> Response:
         """Server-sent events while the run goes on; the stream ends with a `done` event."""

@@ -150,9 +150,7 @@ class Runner:
         try:
             return self._schedule(plan, run_id)
         finally:
-            close = getattr(self.executor, "close", None)
-            if close is not None:
-                close()
+            self.executor.close()
 
     # -- scheduling ----------------------------------------------------------------------------
 

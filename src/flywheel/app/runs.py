@@ -188,12 +188,12 @@ def execute(session: Session, request: PlanRequest, options: RunOptions | None =
     executor = options.executor
     if executor is None and env.executor == "subprocess":  # other executors check their backend when made
         executor = create_executor(env.executor, env=env)
-        getattr(executor, "start", lambda: None)()
+        executor.start()
     try:
         return _execute(session, request, options, env, executor)
     finally:
         if executor is not None and executor is not options.executor:
-            getattr(executor, "close", lambda: None)()
+            executor.close()
 
 
 def _execute(

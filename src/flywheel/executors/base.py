@@ -41,8 +41,26 @@ class Outcome:
 
 
 class Executor(Protocol):
+    """Where attempts run. Its lifecycle is part of the contract: `start` before the first attempt (a
+    backend may warm up while the run is planned), `close` once the run is over (nothing it started
+    may outlive the run)."""
+
     name: str
+
+    def start(self) -> None: ...
 
     def execute(self, attempt: Attempt, cancel: threading.Event) -> Outcome:
         """Run the attempt to its end, or until `cancel` is set (then stop it and return cancelled)."""
         ...
+
+    def close(self) -> None: ...
+
+
+class StatelessExecutor:
+    """The lifecycle of an executor that holds nothing between attempts (a cloud API client)."""
+
+    def start(self) -> None:
+        """Nothing to warm up."""
+
+    def close(self) -> None:
+        """Nothing outlives an attempt."""

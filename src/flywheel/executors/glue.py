@@ -36,7 +36,7 @@ from typing import Any
 
 from flywheel.aws import glue_entry as contract
 from flywheel.errors import DefinitionError, UsageError
-from flywheel.executors.base import Attempt, Outcome
+from flywheel.executors.base import Attempt, Outcome, StatelessExecutor
 from flywheel.invocation import StepInvocation
 from flywheel.params import expand
 from flywheel.spec import AwsSettings, EnvironmentSpec, PipelineSpec
@@ -248,7 +248,7 @@ class _Refused(Exception):
         self.outcome = outcome
 
 
-class GlueExecutor:
+class GlueExecutor(StatelessExecutor):
     """The `Executor` for environments whose steps run as Glue jobs (dev, prod)."""
 
     name = "glue"

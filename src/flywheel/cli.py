@@ -110,6 +110,7 @@ def _start(
 ) -> None:
     from flywheel import api
     from flywheel.app.policies import check_overrides, environment_policy
+    from flywheel.events import RunOutcome
     from flywheel.progress import progress
     from flywheel.render import print_plan, print_status
 
@@ -151,7 +152,7 @@ def _start(
         print_status(console, view)
     if result.outcome is None:
         raise typer.Exit(int(ExitCode.INTERRUPTED))
-    if result.outcome.value == "failed":  # a partial run did what was asked; `status` says what is left
+    if result.outcome is RunOutcome.FAILED:  # a partial run did what was asked; `status` says what is left
         raise typer.Exit(int(ExitCode.STEP_FAILED))
 
 

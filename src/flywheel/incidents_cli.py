@@ -217,6 +217,8 @@ def show(
 def _print_incident(inc: Any, excerpts: list[Any]) -> None:
     from rich.text import Text
 
+    from flywheel.incidents import IncidentStatus
+
     style = {"open": "bold red", "resolved": "bold green", "superseded": "dim"}
     console.print(
         Text.assemble(
@@ -266,7 +268,7 @@ def _print_incident(inc: Any, excerpts: list[Any]) -> None:
             text = f"  {_when(note.at)} {note.user}{category}: cause: {note.cause or '—'} · fix: {note.fix or '—'}"
             console.print(text, markup=False)
     console.print()
-    if inc.status.value == "open":
+    if inc.status is IncidentStatus.OPEN:
         console.print(Text.assemble("to continue after fixing the cause:  ", (inc.resume_command, "bold cyan")))
         console.print(f'record what you found:  flywheel incident note {inc.id} --cause "…" --fix "…"', style="dim")
     else:

@@ -101,8 +101,10 @@ def export(
 
 
 def _view_table(view: ExecutionView, session: Session) -> Table:
+    from flywheel.aws.sfn import AttemptStatus
     from flywheel.durations import duration
     from flywheel.render import SYMBOL
+    from flywheel.state import StepStatus
 
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in ("#", "step", "", "state", "took", "Glue run"):
@@ -119,9 +121,9 @@ def _view_table(view: ExecutionView, session: Session) -> Table:
             detail = _how_known(task.last, detail)
         if key in view.record.skipped:
             detail = s.reason or "skipped by the execution input"
-        if s.status.value == "not_started":
+        if s.status is StepStatus.NOT_STARTED:
             detail = "not executed"
-        unknown = task is not None and task.last.status.value == "unknown"  # no word from the job's run
+        unknown = task is not None and task.last.status is AttemptStatus.UNKNOWN  # no word from the job's run
         table.add_row(
             str(session.spec.step(key.step).number),
             Text(label),
@@ -279,6 +281,7 @@ def recover(
     """
     from flywheel import api
     from flywheel.aws import recover as ops
+    from flywheel.events import RunOutcome
     from flywheel.progress import progress
     from flywheel.render import print_status
 
@@ -349,7 +352,7 @@ def recover(
         print_status(console, api.RunView(session=session, state=result.state))
     if result.outcome is None:
         raise typer.Exit(int(ExitCode.INTERRUPTED))
-    if result.outcome.value == "failed":
+    if result.outcome is RunOutcome.FAILED:
         raise typer.Exit(int(ExitCode.STEP_FAILED))
 
 

@@ -99,12 +99,12 @@ class History:
         return f"same error before: incident {found.incident_id} ({when_text(note.at)}), fixed{who}: {note.fix}"
 
     def closed_incident_lines(self, run_id: int) -> tuple[str, ...] | None:
-        from flywheel.incidents import incidents
+        from flywheel.incidents import IncidentStatus, incidents
 
         with self.journal() as journal:
             found = incidents(journal, self.spec)
         for inc in found:
-            if inc.closed_by == run_id and inc.status.value == "resolved":
+            if inc.closed_by == run_id and inc.status is IncidentStatus.RESOLVED:
                 saved = inc.time_saved
                 lines = [f"incident {inc.id} closed after {duration_text(inc.recovery_seconds)} ({inc.cause.value})"]
                 if saved is not None and saved.compute_seconds > 0:

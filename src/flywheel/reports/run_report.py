@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flywheel.events import Event, StepFailed, StepReused, StepStarted, StepSucceeded
-from flywheel.incidents import Incident, ReusedStep, incidents, log_excerpt, time_saved
+from flywheel.incidents import Incident, IncidentStatus, ReusedStep, incidents, log_excerpt, time_saved
 from flywheel.journal import Journal
 from flywheel.logtail import tail
 from flywheel.reports import STATE_COLOURS, badge, dur, esc, page, when
@@ -268,7 +268,7 @@ def incident_section(inc: Incident) -> str:
             f"<p>same error in incident {past.incident_id} ({esc(when(past.at))}): fixed by "
             f"{esc(past.note.user)}: <i>{esc(past.note.fix)}</i></p>"
         )
-    if inc.status.value != "open":
+    if inc.status is not IncidentStatus.OPEN:
         saved = inc.time_saved
         text = f"closed by run {inc.closed_by} ({inc.status.value}) after {dur(inc.recovery_seconds)}"
         if saved is not None and saved.compute_seconds:

@@ -179,7 +179,7 @@ def test_logs_of_an_imported_execution(aws: MotoServer, tmp_path: Path) -> None:
     run_id = _journal_glue_run(session, "jr_def", execution=arn)
     env = session.project.config.environment("dev")
     assert env.aws is not None
-    group = state_machine_group(env.aws, "dev")
+    group = state_machine_group(session.spec, "dev", env)
     assert group == "/aws/vendedlogs/states/omc-flywheel-dev-db-refresh"
     _put(group, "states/run-7", json.dumps({"execution_arn": arn, "type": "TaskFailed"}), '{"execution_arn": "other"}')
     cloud = cloud_logs(session, run_id)

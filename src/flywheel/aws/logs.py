@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flywheel.events import RunStarted, StepAttached
-from flywheel.spec import AwsSettings, StepKey
+from flywheel.spec import AwsSettings, EnvironmentSpec, PipelineSpec, StepKey
 
 if TYPE_CHECKING:
     from flywheel.app.session import Session
@@ -28,9 +28,11 @@ GLUE_ERROR = "/aws-glue/jobs/error"
 NOT_FOUND = frozenset({"ResourceNotFoundException"})
 
 
-def state_machine_group(aws: AwsSettings, env_name: str) -> str:
-    """The vended log group of the environment's state machine."""
-    name = aws.state_machine or f"omc-flywheel-{env_name}-db-refresh"
+def state_machine_group(spec: PipelineSpec, env_name: str, env: EnvironmentSpec) -> str:
+    """The vended log group of the environment's state machine (named where the export names it)."""
+    from flywheel.aws.asl import state_machine_name
+
+    name = state_machine_name(spec, env_name, env)
     return f"/aws/vendedlogs/states/{name.rsplit(':', 1)[-1]}"
 
 
@@ -174,7 +176,13 @@ class RunCloudLogs:
             self.cursor.client = make_client(self.aws, "logs")
         self.cursor.streams = streams
         self.cursor.execution_arn = execution
-        self.cursor.execution_group = state_machine_group(self.aws, self.session.env_name) if execution else None
+        self.cursor.execution_group = (
+            state_machine_group(
+                self.session.spec, self.session.env_name, self.session.project.config.environment(self.session.env_name)
+            )
+            if execution
+            else None
+        )
         return self.cursor.poll()
 
 

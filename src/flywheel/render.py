@@ -18,7 +18,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from flywheel.api import PlannedRun, RunView, request_flags
-from flywheel.durations import duration
+from flywheel.durations import duration, when
 from flywheel.events import Event, RunFinished, RunInterrupted, StepFailed, StepStarted, StepSucceeded
 from flywheel.planner import Action
 from flywheel.spec import PipelineSpec, StepSpec
@@ -42,10 +42,6 @@ RUN_STYLE = {
     RunStatus.RUNNING: "cyan",
     RunStatus.UNFINISHED: "yellow",
 }
-
-
-def when(at: float | None) -> str:
-    return "" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def _first_line(text: str | None, limit: int = 70) -> str:

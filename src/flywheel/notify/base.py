@@ -6,13 +6,12 @@ only, never on the package that builds the channels (that would be a cycle).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from flywheel.durations import duration
+from flywheel.durations import duration, when
 
 AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 MAX_ERROR_CHARS = 1500
@@ -79,7 +78,7 @@ def duration_text(seconds: float | None) -> str:
 
 
 def when_text(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
+    return when(at, seconds=False)
 
 
 class Unavailable:

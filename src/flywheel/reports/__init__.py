@@ -8,10 +8,10 @@ comes from a run (step names, errors, logs, notes) goes through `esc`.
 from __future__ import annotations
 
 import html
-import time
 from collections.abc import Mapping, Sequence
 
 from flywheel.durations import duration
+from flywheel.durations import when as when
 
 STATE_COLOURS: Mapping[str, tuple[str, str]] = {
     # state: (fill, stroke)
@@ -55,10 +55,6 @@ svg text { font: 12px system-ui, sans-serif; } svg .sub { font-size: 11px; fill:
 
 def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
-
-
-def when(at: float | None) -> str:
-    return "" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def badge(state: str) -> str:

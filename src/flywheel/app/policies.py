@@ -82,7 +82,7 @@ def recovered_by_many(journal: Journal, run_ids: Sequence[int]) -> dict[int, int
     """`recovered_by` for many runs at once (a page of the run list): one read of the lineage and one
     of the descendants' events, whatever the number of runs in the journal."""
     children: dict[int, list[int]] = {}
-    for child, parent in sorted(journal.lineage().items()):
+    for child, parent in sorted(journal.lineage(after=min(run_ids, default=0)).items()):
         children.setdefault(parent, []).append(child)
     lines: dict[int, list[int]] = {}
     for run_id in run_ids:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from flywheel.params import resolve_params
+from flywheel.spec import BUILTIN_PIPELINES, EnvironmentSpec, load_project
 from tests.conftest import Sandbox, step
 
 pytestmark = pytest.mark.e2e
@@ -168,3 +171,30 @@ def test_a_shadowing_module_in_the_working_folder_does_not_break_the_steps(tiny:
         )
         assert run.returncode == 0, run.stdout + run.stderr
     assert tiny.executions() == [(1, "a"), (1, "b"), (2, "a"), (2, "b")]
+
+
+@pytest.mark.parametrize("home_name", ["it's home", "h{env}-{x}-{"], ids=["quote", "braces"])
+def test_a_home_with_a_quote_or_braces_is_a_path_never_sql_or_a_template(tmp_path: Path, home_name: str) -> None:
+    """A quote must not end a DuckDB string; `{env}` must not become `local` ({x} and a stray `{` stay as written)."""
+    project, home = tmp_path / "project", tmp_path / home_name
+    project.mkdir()
+    for name in ("pipeline.yaml", "project.yaml"):
+        shutil.copy(BUILTIN_PIPELINES / "db_refresh" / name, project / name)
+    sandbox = Sandbox(root=project, home=home)
+    sandbox.cli("data", "generate", "--rows", "400", "--seed", "11", "--root", str(home / "data" / "raw"), check=True)
+    sandbox.cli("run", "pipeline.yaml", timeout=300, check=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([home_name, "project"])  # no other folder made
+    assert list((home / "data" / "split_part" / "addressable_ids").glob("*/*.parquet"))
+    assert (home / "data" / "reports" / "data_monitor" / "metrics.json").is_file()
+
+
+def test_parameters_expand_templates_once_and_keep_values_as_written() -> None:
+    """The definition's templates chain (`raw_root` -> `data_root` -> `home`); what they take in is data."""
+    project = load_project("db-refresh")
+    spec, key, local = project.spec, project.spec.keys[0], project.config.environment("local")
+    params = resolve_params(spec, key, "local", local, "/srv/h{env}{raw_root}")
+    assert params["raw_root"] == "/srv/h{env}{raw_root}/data/raw"
+    assert params["raw_inputs"] == ["/srv/h{env}{raw_root}/data/raw/addressable_ids"]
+    looped = EnvironmentSpec(engine="duckdb", settings={"a": "{b}/x", "b": "{a}/y", "odd": "{ {0} {a.b}"})
+    found = resolve_params(spec, key, "local", looped, "/h")
+    assert (found["a"], found["b"], found["odd"]) == ("{a}/y/x", "{a}/y", "{ {0} {a.b}")

@@ -6,6 +6,7 @@ no Python traceback, and nothing journaled or lost.
 
 from __future__ import annotations
 
+import gzip
 import os
 import random
 import shutil
@@ -173,15 +174,21 @@ def test_a_shadowing_module_in_the_working_folder_does_not_break_the_steps(tiny:
     assert tiny.executions() == [(1, "a"), (1, "b"), (2, "a"), (2, "b")]
 
 
-@pytest.mark.parametrize("home_name", ["it's home", "h{env}-{x}-{"], ids=["quote", "braces"])
-def test_a_home_with_a_quote_or_braces_is_a_path_never_sql_or_a_template(tmp_path: Path, home_name: str) -> None:
-    """A quote must not end a DuckDB string; `{env}` must not become `local` ({x} and a stray `{` stay as written)."""
-    project, home = tmp_path / "project", tmp_path / home_name
+def db_refresh_with_tiny_data(project: Path, home: Path) -> Sandbox:
+    """A copy of the db-refresh definition in `project`, and 400 rows of sample data in `home`."""
     project.mkdir()
     for name in ("pipeline.yaml", "project.yaml"):
         shutil.copy(BUILTIN_PIPELINES / "db_refresh" / name, project / name)
     sandbox = Sandbox(root=project, home=home)
     sandbox.cli("data", "generate", "--rows", "400", "--seed", "11", "--root", str(home / "data" / "raw"), check=True)
+    return sandbox
+
+
+@pytest.mark.parametrize("home_name", ["it's home", "h{env}-{x}-{"], ids=["quote", "braces"])
+def test_a_home_with_a_quote_or_braces_is_a_path_never_sql_or_a_template(tmp_path: Path, home_name: str) -> None:
+    """A quote must not end a DuckDB string; `{env}` must not become `local` ({x} and a stray `{` stay as written)."""
+    home = tmp_path / home_name
+    sandbox = db_refresh_with_tiny_data(tmp_path / "project", home)
     sandbox.cli("run", "pipeline.yaml", timeout=300, check=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([home_name, "project"])  # no other folder made
     assert list((home / "data" / "split_part" / "addressable_ids").glob("*/*.parquet"))
@@ -198,3 +205,26 @@ def test_parameters_expand_templates_once_and_keep_values_as_written() -> None:
     looped = EnvironmentSpec(engine="duckdb", settings={"a": "{b}/x", "b": "{a}/y", "odd": "{ {0} {a.b}"})
     found = resolve_params(spec, key, "local", looped, "/h")
     assert (found["a"], found["b"], found["odd"]) == ("{a}/y/x", "{a}/y", "{ {0} {a.b}")
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "is empty"),  # a delivery that stopped before its first byte
+        (gzip.compress(b""), "is empty"),  # a gzip stream of nothing
+        (gzip.compress(b"\n"), "starts with a blank line instead of the header"),
+    ],
+    ids=["zero-bytes", "empty-gzip", "blank-line"],
+)
+def test_an_empty_csv_gz_is_called_empty_not_a_schema_change(tmp_path: Path, content: bytes, said: str) -> None:
+    home = tmp_path / "home"
+    sandbox = db_refresh_with_tiny_data(tmp_path / "project", home)
+    empty = home / "data" / "raw" / "addressable_ids" / "addressable_ids_0001.csv.gz"
+    empty.write_bytes(content)
+    result = sandbox.cli("run", "pipeline.yaml", timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"addressable-split-and-part failed: empty-source: {empty} {said}" in result.stdout, result.stdout
+    assert "columns do not match" not in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    (journaled,) = [s for s in sandbox.json("status", "1", "-p", "pipeline.yaml")["steps"] if s["status"] == "failed"]
+    assert (journaled["key"], journaled["error_type"]) == ("addressable-split-and-part", "empty-source")

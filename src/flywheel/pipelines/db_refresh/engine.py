@@ -331,7 +331,7 @@ def list_files(root: str | os.PathLike[str], suffixes: Sequence[str]) -> list[st
 
 def csv_header(path: str | os.PathLike[str]) -> list[str]:
     """The column names in a CSV file's header line (gzip or plain), without reading the file
-    (on S3: from the first bytes, by a ranged GET)."""
+    (on S3: from the first bytes, by a ranged GET). `empty-source` for a file with no header line."""
     text = os.fspath(path)
     file: str | Path = text if storage.is_remote(text) else local_path(text)
     try:
@@ -345,7 +345,14 @@ def csv_header(path: str | os.PathLike[str]) -> list[str]:
         raise job_error(
             JobErrorType.CORRUPT_FILE, f"{file}: cannot read the header line ({exc}); re-deliver the file"
         ) from exc
-    return [name.strip().strip('"').strip() for name in line.rstrip("\r\n").split(",")] if line else []
+    if not line.strip():  # neither a header nor rows: an empty delivery, whatever its columns were to be
+        state = "is empty" if not line else "starts with a blank line instead of the header"
+        raise job_error(
+            JobErrorType.EMPTY_SOURCE,
+            f"{file} {state}: no header line, so no columns and no rows. Ask for a re-delivery of the file, "
+            "or move it out of the source directory",
+        )
+    return [name.strip().strip('"').strip() for name in line.rstrip("\r\n").split(",")]
 
 
 def parquet_columns(session: Session, path: str | os.PathLike[str]) -> list[str]:

@@ -69,6 +69,7 @@ class Fault(StrEnum):
 
     MISSING_SOURCE = "missing-source"
     CORRUPT_FILE = "corrupt-file"
+    EMPTY_FILE = "empty-file"
     RENAMED_COLUMN = "renamed-column"
     INFOBASE_MISSING = "infobase-missing"
     INFOBASE_CORRUPT = "infobase-corrupt"
@@ -241,6 +242,8 @@ def generate(raw_root: Path, rows: int, seed: int, *, files: int = 4, fault: str
         _truncate(addressable[len(addressable) // 2])
     if chosen is Fault.INFOBASE_CORRUPT:
         _truncate(infobase[len(infobase) // 2])
+    if chosen is Fault.EMPTY_FILE:  # an upload that stopped before its first byte
+        addressable[len(addressable) // 2].write_bytes(b"")
     result = GeneratedData(
         raw_root=str(root),
         rows=rows,

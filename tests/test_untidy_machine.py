@@ -9,13 +9,16 @@ from __future__ import annotations
 import gzip
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from flywheel.journal import check_journal
 from flywheel.params import resolve_params
 from flywheel.spec import BUILTIN_PIPELINES, EnvironmentSpec, load_project
 from tests.conftest import Sandbox, step
@@ -228,3 +231,86 @@ def test_an_empty_csv_gz_is_called_empty_not_a_schema_change(tmp_path: Path, con
     assert "Traceback" not in result.stdout + result.stderr
     (journaled,) = [s for s in sandbox.json("status", "1", "-p", "pipeline.yaml")["steps"] if s["status"] == "failed"]
     assert (journaled["key"], journaled["error_type"]) == ("addressable-split-and-part", "empty-source")
+
+
+def _limited_to(size: int) -> Callable[[], None]:
+    """A child's `preexec_fn`: no file it writes may grow over `size` bytes (CPython ignores SIGXFSZ,
+    so the write fails with EFBIG, "File too large", as a full disk fails one with ENOSPC)."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+LINEAR = [
+    step(name, i + 1, list("abcdef"[i - 1 : i]), outputs=[f"{{out}}/{name}.txt"]) for i, name in enumerate("abcdef")
+]
+
+
+def test_a_journal_on_a_full_disk_stops_the_run_cleanly_and_a_resume_after_the_fix_completes(tiny: Sandbox) -> None:
+    """The disk is made full for the run with RLIMIT_FSIZE on its process (inherited by its steps): that
+    needs no privilege. This machine (root in a VM) also allows a small tmpfs (`mount -t tmpfs -o
+    size=...`), which gives ENOSPC instead of EFBIG; SQLite reports both as a failed write, and the test
+    must run where mounting is not allowed. 64 KiB lets the journal open (its -shm index takes 32 KiB)
+    and fills its write-ahead log a few events into the run."""
+    tiny.write(LINEAR)
+    journal = tiny.home / "journal.sqlite"
+    stopped = tiny.cli("run", "pipeline.yaml", preexec_fn=_limited_to(64 * 1024))
+    clean_error(stopped, 3, f"the journal at {journal} cannot be written", "ulimit -f", "then `flywheel resume`")
+    assert tiny.cli("journal", "check").returncode == 0  # nothing half-written
+    for backup in (tiny.home / "backups").glob("*"):  # a backup cut short by the limit is never kept
+        assert backup.suffix == ".sqlite" and check_journal(backup) == (), backup
+    done_before = tiny.outputs()
+    assert len(done_before) < 6, "the limit must stop the run before its end"
+
+    resumed = tiny.cli("resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert sorted(tiny.outputs()) == [f"{n}.txt" for n in "abcdef"]
+    assert {k: v for k, v in tiny.outputs().items() if k in done_before} == done_before
+
+
+@pytest.mark.parametrize("fork_server", ["1", "0"])
+def test_a_step_whose_log_fills_the_disk_fails_as_disk_full_and_resumes_after_the_fix(
+    tiny: Sandbox, monkeypatch: pytest.MonkeyPatch, fork_server: str
+) -> None:
+    """A step that prints 2 MiB under a 1 MiB file-size limit (RLIMIT_FSIZE, as above): the journal
+    still has room, so the run records the step as failed (exit 1: a step failed) with the cause named,
+    not a crash of the step's code; the resume after lifting the limit is not held back as "nothing
+    changed", since the fix is on the machine."""
+    monkeypatch.setenv("FLYWHEEL_FORKSERVER", fork_server)
+    (tiny.root / "chatty.py").write_text(
+        "from tests.support.jobs import record\n\n"
+        "def build(invocation):\n"
+        "    for _ in range(2 * 1024 * 1024 // 64):\n"
+        "        print('x' * 63)\n"
+        "    return record(invocation)\n"
+    )
+    tiny.write([step("a", 1, outputs=["{out}/a.txt"], job="chatty:build"), step("b", 2, ["a"])])
+    failed = tiny.cli("run", "pipeline.yaml", preexec_fn=_limited_to(1024 * 1024))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr
+    assert "a failed after" in failed.stdout
+    assert "DiskFull: the step's log or outputs could not be written (File too large)" in failed.stdout
+    assert "may not write files over 1048576 bytes" in failed.stdout
+    assert "cause: resource" in failed.stdout and "Free space on that disk or lift the limit" in failed.stdout
+
+    resumed = tiny.cli("resume", "1")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert sorted(tiny.outputs()) == ["a.txt", "b.txt"]  # b writes b.txt whether declared or not
+
+
+def test_a_step_that_cannot_write_its_result_is_named_disk_full(tiny: Sandbox) -> None:
+    """The job lowers its own process's file-size limit to 16 bytes: its work is done, but the small
+    result file flywheel's step entry writes cannot be; the step exits with the code that says so."""
+    (tiny.root / "cramped.py").write_text(
+        "import resource\n\n"
+        "def build(invocation):\n"
+        "    resource.setrlimit(resource.RLIMIT_FSIZE, (16, resource.RLIM_INFINITY))\n"
+    )
+    tiny.write([step("a", 1, job="cramped:build")])
+    failed = tiny.cli("run", "pipeline.yaml")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr
+    log = tiny.home / "logs" / "run-1" / "a.attempt-1.log"
+    assert f"DiskFull: the step could not write its result beside {log}" in failed.stdout, failed.stdout

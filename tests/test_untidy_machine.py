@@ -7,6 +7,7 @@ no Python traceback, and nothing journaled or lost.
 from __future__ import annotations
 
 import gzip
+import html
 import os
 import random
 import resource
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flywheel.journal import check_journal
 from flywheel.params import resolve_params
@@ -314,3 +316,82 @@ def test_a_step_that_cannot_write_its_result_is_named_disk_full(tiny: Sandbox) -
     assert "Traceback" not in failed.stdout + failed.stderr
     log = tiny.home / "logs" / "run-1" / "a.attempt-1.log"
     assert f"DiskFull: the step could not write its result beside {log}" in failed.stdout, failed.stdout
+
+
+SECRETS = {
+    # the example key pair of the AWS docs ("Managing access keys for IAM users", AWS IAM User Guide)
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "AWS_SESSION_TOKEN": "IQoJb3JpZ2luX2VjEXAMPLETOKEN+a/long&session=token" * 3,
+    "PARTNER_API_TOKEN": "ptk-9f8e7d6c5b4a3928",  # listed under `secrets:` in project.yaml
+    "TEAM_HOOK_URL": "https://hooks.example.test/services/T000/B000/hooktoken1234",  # a notifier's url_env
+}
+
+
+def test_a_job_that_prints_and_raises_its_secrets_shows_them_nowhere_flywheel_prints_journals_or_renders(
+    tiny: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every secret flywheel knows is masked in the console, `status`, `logs`, `incident show`, the
+    journal, `flywheel report`'s HTML and the dashboard's pages. The raw step log on disk keeps what the
+    job printed (the docs say so)."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    (tiny.root / "leaky.py").write_text(
+        "import os\n\nfrom flywheel.invocation import JobError\n\n"
+        "def build(invocation):\n"
+        f"    for name in {sorted(SECRETS)!r}:\n"
+        "        print(name, '=', os.environ[name])\n"
+        "    raise JobError(\n"
+        "        'the partner refused ' + os.environ['PARTNER_API_TOKEN'] + ' signed with '\n"
+        "        + os.environ['AWS_SECRET_ACCESS_KEY'] + ' for ' + os.environ['AWS_SESSION_TOKEN'],\n"
+        "        error_type='PartnerRefused',\n"
+        "    )\n"
+    )
+    tiny.write([step("a", 1, job="leaky:build"), step("b", 2, ["a"])])
+    hook = {"kind": "webhook", "url_env": "TEAM_HOOK_URL"}
+    (tiny.root / "project.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "secrets": ["PARTNER_API_TOKEN"],
+                "environments": {"local": {}, "dev": {"notifications": [hook]}},  # dev's hook is never called
+            }
+        )
+    )
+
+    def leaks(text: str) -> list[str]:
+        return [name for name, value in SECRETS.items() if value in text or html.escape(value) in text]
+
+    run = tiny.cli("run", "pipeline.yaml")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "PartnerRefused: the partner refused *** signed with *** for ***" in run.stdout
+    shown = {"run": run.stdout + run.stderr}
+    for command in (
+        ["status", "1"],
+        ["status", "1", "--json"],
+        ["logs", "1"],
+        ["incident", "show", "1"],
+        ["incident", "show", "1", "--json"],
+        ["runs"],
+    ):
+        result = tiny.cli(*command, "-p", "pipeline.yaml")
+        assert result.returncode == 0, result.stderr
+        shown[" ".join(command)] = result.stdout + result.stderr
+    assert "AWS_SECRET_ACCESS_KEY = ***" in shown["logs 1"]
+    assert tiny.cli("report", "1", "-p", "pipeline.yaml", "-o", str(tiny.root / "r.html")).returncode == 0
+    shown["report"] = (tiny.root / "r.html").read_text()
+    assert "AWS_SECRET_ACCESS_KEY = ***" in shown["report"]
+    shown["journal"] = b"".join(p.read_bytes() for p in tiny.home.glob("journal.sqlite*")).decode("latin-1")
+
+    from tests.ui.conftest import serve_in_thread
+
+    with serve_in_thread(tiny.home) as server:
+        client = server.client()
+        for path in ("/runs", "/runs/1", "/runs/1/plan", "/runs/1/incident", "/incidents/1"):
+            page = client.get(path)
+            assert page.status == 200, (path, page.body)
+            shown[path] = page.body
+        log = client.get("/runs/1/logs/a.attempt-1.log")
+        shown["raw log"] = log.body
+    assert "AWS_SECRET_ACCESS_KEY = ***" in shown["raw log"] and "*** signed with ***" in shown["/runs/1"]
+
+    assert {where: leaks(text) for where, text in shown.items() if leaks(text)} == {}
+    assert leaks((tiny.home / "logs" / "run-1" / "a.attempt-1.log").read_text()) == sorted(SECRETS)  # as printed

@@ -30,6 +30,7 @@ from flywheel.events import (
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    masked,
 )
 from flywheel.executors.base import Attempt, Executor, Outcome
 from flywheel.invocation import StepInvocation
@@ -84,6 +85,8 @@ class Runner:
     overrides: Overrides = field(default_factory=Overrides)
     max_parallel: int | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    redact: Callable[[str], str] | None = None
+    """Masks secret values in what is journaled (and so in what observers see): see `flywheel.redaction`."""
     _sleep: Callable[[float], bool] | None = None
 
     @property
@@ -92,7 +95,11 @@ class Runner:
         return (str(Path(source).resolve().parent),) if source else ()
 
     def emit(self, *events: Event) -> None:
-        """Journal first, then observers; a failing observer is journaled and never fails the run."""
+        """Journal first, then observers; a failing observer is journaled and never fails the run.
+
+        Secret values are masked before either sees an event."""
+        if self.redact is not None:
+            events = tuple(masked(event, self.redact) for event in events)
         self.journal.append(*events)
         for event in events:
             for observer in self.observers:
@@ -102,9 +109,8 @@ class Runner:
                     name = getattr(observer, "name", type(observer).__name__)
                     log.warning("notifier %s failed: %s", name, exc)
                     if not isinstance(event, NotifierFailed):
-                        self.journal.append(
-                            NotifierFailed(run_id=event.run_id, at=time.time(), notifier=str(name), error=str(exc))
-                        )
+                        failed = NotifierFailed(run_id=event.run_id, at=time.time(), notifier=str(name), error=str(exc))
+                        self.journal.append(failed if self.redact is None else masked(failed, self.redact))
 
     def execute(self, plan: Plan, started: RunStarted) -> RunOutcome | None:
         """Run the plan under `started.run_id`; return the outcome, or None when interrupted."""

@@ -346,7 +346,7 @@ def test_a_job_that_prints_and_raises_its_secrets_shows_them_nowhere_flywheel_pr
         "        error_type='PartnerRefused',\n"
         "    )\n"
     )
-    tiny.write([step("a", 1, job="leaky:build"), step("b", 2, ["a"])])
+    tiny.write([step("a", 1, job="leaky:build", outputs=["{out}/a.txt"]), step("b", 2, ["a"])])
     hook = {"kind": "webhook", "url_env": "TEAM_HOOK_URL"}
     (tiny.root / "project.yaml").write_text(
         yaml.safe_dump(
@@ -376,6 +376,9 @@ def test_a_job_that_prints_and_raises_its_secrets_shows_them_nowhere_flywheel_pr
         assert result.returncode == 0, result.stderr
         shown[" ".join(command)] = result.stdout + result.stderr
     assert "AWS_SECRET_ACCESS_KEY = ***" in shown["logs 1"]
+    tried = tiny.cli("try", "a", "-p", "pipeline.yaml")  # a scratch run, its log shown
+    shown["try"] = tried.stdout + tried.stderr
+    assert "AWS_SECRET_ACCESS_KEY = ***" in shown["try"], shown["try"]
     assert tiny.cli("report", "1", "-p", "pipeline.yaml", "-o", str(tiny.root / "r.html")).returncode == 0
     shown["report"] = (tiny.root / "r.html").read_text()
     assert "AWS_SECRET_ACCESS_KEY = ***" in shown["report"]

@@ -140,7 +140,7 @@ def mark_succeeded(
                     at=time.time(),
                     step=key.step,
                     context=key.context,
-                    note=note,
+                    note=session_redactor(session)(note),
                     user=f"{user}@{host}",
                     outputs=tuple({**r, "claimed": True} if r.get("missing") else r for r in records[key]),
                 )

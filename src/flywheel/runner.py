@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flywheel.errors import BackendError
 from flywheel.events import (
     ContextsResolved,
     Event,
@@ -100,7 +101,13 @@ class Runner:
         Secret values are masked before either sees an event."""
         if self.redact is not None:
             events = tuple(masked(event, self.redact) for event in events)
-        self.journal.append(*events)
+        try:
+            self.journal.append(*events)
+        except BackendError:
+            # a journal that cannot record (a full disk): stop the other steps now rather than wait for
+            # work nobody could know finished; they show as interrupted and a resume reruns them
+            self.cancel.set()
+            raise
         for event in events:
             for observer in self.observers:
                 try:

@@ -210,9 +210,9 @@ class RedactingMiddleware:
         async def masked(message: Message) -> None:
             nonlocal started, passing
             if message["type"] == "http.response.start":
-                headers = dict(message.get("headers", []))
-                kind = headers.get(b"content-type", b"")
-                passing = not kind.startswith(_MASKED_TYPES) or b"content-length" not in headers
+                named = dict(message.get("headers", []))
+                kind = named.get(b"content-type", b"")
+                passing = not kind.startswith(_MASKED_TYPES) or b"content-length" not in named
                 if passing:
                     await send(message)
                 else:
@@ -225,8 +225,8 @@ class RedactingMiddleware:
             if message.get("more_body"):
                 return
             text = self.redactor()(b"".join(body).decode("utf-8", "replace")).encode()
-            headers = [(k, v) for k, v in started.get("headers", []) if k.lower() != b"content-length"]
-            await send({**started, "headers": [*headers, (b"content-length", str(len(text)).encode())]})
+            kept = [(k, v) for k, v in started.get("headers", []) if k.lower() != b"content-length"]
+            await send({**started, "headers": [*kept, (b"content-length", str(len(text)).encode())]})
             await send({"type": "http.response.body", "body": text})
 
         await self.app(scope, receive, masked)

@@ -8,7 +8,6 @@ unfinished run counts as running only while its runner holds the lock, as in `fl
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path

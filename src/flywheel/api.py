@@ -39,6 +39,7 @@ from flywheel.app.runs import (
     gather_inputs,
     prepare,
 )
+from flywheel.app.secrets import projects_redactor, session_redactor
 from flywheel.app.session import (
     DEFAULT_HOME,
     Session,
@@ -77,11 +78,13 @@ __all__ = [
     "open_session",
     "planned_summary",
     "prepare",
+    "projects_redactor",
     "read_logs",
     "recovered_by",
     "recovered_by_many",
     "request_flags",
     "resolve_home",
+    "session_redactor",
     "settle",
     "state_summary",
     "status",

@@ -170,6 +170,7 @@ def _notifiers(session: Any, *, as_json: bool) -> list[Any]:
             session.spec,
             home=session.home,
             console=None if as_json else lambda text: console.print(text, markup=False),
+            redactor=api.session_redactor(session),
             resume_options=home_flag,
         )
     )

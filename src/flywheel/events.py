@@ -6,7 +6,7 @@ One frozen dataclass per kind; `to_body`/`from_body` convert to the JSON stored 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -217,6 +217,19 @@ EVENT_TYPES: Mapping[EventKind, type[Event]] = {
 }
 
 _TUPLE_FIELDS = {"contexts", "outputs"}
+
+FREE_TEXT_FIELDS = frozenset({"error_message", "reason", "note", "error", "cause", "fix"})
+"""Fields holding text a job, a backend or an operator wrote, where a secret value could appear."""
+
+
+def masked(event: Event, mask: Callable[[str], str]) -> Event:
+    """The event with `mask` applied to its free text (an error message, a reason, a note)."""
+    changed: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if f.name in FREE_TEXT_FIELDS and isinstance(value, str) and (shown := mask(value)) != value:
+            changed[f.name] = shown
+    return dataclasses.replace(event, **changed) if changed else event
 
 
 def event_from_body(kind: str, run_id: int, at: float, body: Mapping[str, Any]) -> Event:

@@ -67,7 +67,13 @@ GENERIC_RULES: tuple[CauseRule, ...] = (
         "or give it more workers (`--set STEP.workers=30`).",
     ),
     CauseRule(
-        match=r"^Killed\b|OutOfMemory|out of memory|MemoryError|No space left on device|"
+        match=r"^DiskFull\b|No space left on device|File too large|Disk quota exceeded",
+        cause="resource",
+        hint="The step could not write: its disk is full, or a quota or file-size limit (`ulimit -f`) applies. "
+        "Free space on that disk or lift the limit, then resume.",
+    ),
+    CauseRule(
+        match=r"^Killed\b|OutOfMemory|out of memory|MemoryError|"
         r"ResourceNumberLimitExceeded|ConcurrentRunsExceeded|Throttling|Rate exceeded",
         cause="resource",
         hint="The step ran out of memory, disk or service capacity: raise `--set STEP.memory=...` "

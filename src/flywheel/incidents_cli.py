@@ -196,6 +196,9 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """An incident: what failed, the classified cause and hints, log lines, notes, recovery and time saved."""
+    from dataclasses import replace
+
+    from flywheel import api
     from flywheel.incidents import find_incident, incident_dict, log_excerpt
 
     session = _session(pipeline, home, incident_id)
@@ -205,13 +208,14 @@ def show(
         log_excerpt(f.log_path, f.error_type, f.error_message, before=max(1, lines * 2 // 3), after=lines // 3)
         for f in inc.failures
     ]
+    redact = api.session_redactor(session)
     if as_json:
         body = incident_dict(inc)
         for item, excerpt in zip(body["failures"], excerpts, strict=True):
-            item["log_excerpt"] = list(excerpt.lines) if excerpt else []
-        console.print_json(json.dumps(body))
+            item["log_excerpt"] = [redact(line) for line in excerpt.lines] if excerpt else []
+        console.print_json(redact(json.dumps(body)))
         return
-    _print_incident(inc, excerpts)
+    _print_incident(inc, [replace(e, lines=tuple(redact(line) for line in e.lines)) if e else e for e in excerpts])
 
 
 def _print_incident(inc: Any, excerpts: list[Any]) -> None:
@@ -325,7 +329,7 @@ def report(
     session = _session(pipeline, home, run_id)
     with session.journal() as journal:
         state = api.load_state(journal, run_id, lock=session.lock())
-        text = render_run_report(journal, session.spec, run_id, state=state)
+        text = api.session_redactor(session)(render_run_report(journal, session.spec, run_id, state=state))
     target = output or session.home / "reports" / f"run-{run_id}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")

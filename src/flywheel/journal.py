@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from flywheel import disk
+from flywheel.disk import why_writes_fail
 from flywheel.errors import BackendError, NotFound
 from flywheel.events import Event, EventKind, RunStarted, event_from_body
 from flywheel.killswitch import KillSwitch
@@ -66,10 +68,11 @@ def journal_error(path: Path, exc: sqlite3.Error) -> BackendError:
             fix="make it writable again (`chattr -i`, `chmod u+w`, a read-write mount), or work on a copy "
             "with --home; read-only commands (status, runs, logs) still work",
         )
-    if "disk is full" in low or "database or disk is full" in low:
+    if _is_write_failure(exc):
         return BackendError(
-            f"no space left on the disk of the journal at {path}: the last event was not recorded",
-            fix="free space on that disk, then `flywheel resume` (the journal holds everything up to here)",
+            f"the journal at {path} cannot be written ({text}: {why_writes_fail(path.parent)}); "
+            "it holds every event before this one",
+            fix=f"{disk.FIX}, then `flywheel resume`",
         )
     if "malformed" in low or "not a database" in low or "corrupt" in low:
         return BackendError(
@@ -78,6 +81,16 @@ def journal_error(path: Path, exc: sqlite3.Error) -> BackendError:
             "latest backup (taken at the end of every run) and says which runs it lacks",
         )
     return BackendError(f"the journal at {path} failed: {text}", fix="check the disk and the file; then retry")
+
+
+def _is_write_failure(exc: sqlite3.Error) -> bool:
+    """A write refused by the disk: SQLITE_FULL, or an I/O error on writing or growing a file (a file-size
+    limit gives EFBIG, which SQLite reports as a plain "disk I/O error")."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return "disk is full" in str(exc).lower() or name in _WRITE_ERRORS
+
+
+_WRITE_ERRORS = frozenset({"SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_TRUNCATE"})
 
 
 def _translated(method: F) -> F:
@@ -133,7 +146,7 @@ class Journal:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            if "malformed" in str(exc).lower() or "readonly" in str(exc).lower():
+            if "malformed" in str(exc).lower() or "readonly" in str(exc).lower() or _is_write_failure(exc):
                 raise journal_error(path, exc) from None
             raise BackendError(
                 f"the journal at {path} cannot be opened: {exc}",
@@ -379,19 +392,25 @@ def check_journal(path: Path) -> tuple[str, ...]:
 
 def backup_journal(home: Path, *, keep: int = KEEP_BACKUPS) -> Path:
     """Copy the journal with SQLite's online backup API (consistent while others read or append) into
-    `home/backups/`, keeping the newest `keep` copies."""
+    `home/backups/`, keeping the newest `keep` copies.
+
+    The copy is written under a temporary name and renamed when complete: a backup cut short (a full
+    disk) is removed and never taken for the newest, and no older backup is dropped for it."""
     folder = home / BACKUPS
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"journal-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 1_000_000_000:09d}.sqlite"
+    partial = target.with_suffix(".partial")
     source = sqlite3.connect(home / "journal.sqlite")
     try:
-        copy = sqlite3.connect(target)
+        copy = sqlite3.connect(partial)
         try:
             source.backup(copy)
         finally:
             copy.close()
+        os.replace(partial, target)
     finally:
         source.close()
+        partial.unlink(missing_ok=True)
     for old in list_backups(home)[keep:]:
         old.unlink(missing_ok=True)
     return target

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import re
-import string
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -303,8 +302,3 @@ def identity(uri: str) -> str:
     """One spelling per output: a local path made absolute, a scheme URI as written."""
     scheme, rest = split_scheme(uri)
     return uri if scheme is not None or is_remote(rest) else os.path.abspath(rest)
-
-
-def placeholders(template: str) -> set[str]:
-    """The `{name}` placeholders of a template string."""
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name}

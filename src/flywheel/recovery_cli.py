@@ -123,11 +123,12 @@ def try_(
             for record in step.outputs:
                 if "uri" in record:
                     console.print(f"   wrote {record['uri']}", markup=False)
+        redact = api.session_redactor(session)
         for path in result.log_paths():
             console.print(f"\nlog {path}:", style="dim", markup=False)
             lines = path.read_text(errors="replace").splitlines() if path.exists() else []
             for line in lines[-20:]:
-                console.print(f"   {line}", markup=False)
+                console.print(f"   {redact(line)}", markup=False)
         console.print(f"\nscratch home: {result.scratch} (nothing was recorded in the run history)", markup=False)
         if result.succeeded:
             console.print("the fix works here; continue with:  flywheel resume", style="bold cyan")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flywheel.errors import BackendError
 from flywheel.events import (
     ContextsResolved,
     Event,
@@ -30,6 +31,7 @@ from flywheel.events import (
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    masked,
 )
 from flywheel.executors.base import Attempt, Executor, Outcome
 from flywheel.invocation import StepInvocation
@@ -84,6 +86,8 @@ class Runner:
     overrides: Overrides = field(default_factory=Overrides)
     max_parallel: int | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    redact: Callable[[str], str] | None = None
+    """Masks secret values in what is journaled (and so in what observers see): see `flywheel.redaction`."""
     _sleep: Callable[[float], bool] | None = None
 
     @property
@@ -92,8 +96,18 @@ class Runner:
         return (str(Path(source).resolve().parent),) if source else ()
 
     def emit(self, *events: Event) -> None:
-        """Journal first, then observers; a failing observer is journaled and never fails the run."""
-        self.journal.append(*events)
+        """Journal first, then observers; a failing observer is journaled and never fails the run.
+
+        Secret values are masked before either sees an event."""
+        if self.redact is not None:
+            events = tuple(masked(event, self.redact) for event in events)
+        try:
+            self.journal.append(*events)
+        except BackendError:
+            # a journal that cannot record (a full disk): stop the other steps now rather than wait for
+            # work nobody could know finished; they show as interrupted and a resume reruns them
+            self.cancel.set()
+            raise
         for event in events:
             for observer in self.observers:
                 try:
@@ -102,9 +116,8 @@ class Runner:
                     name = getattr(observer, "name", type(observer).__name__)
                     log.warning("notifier %s failed: %s", name, exc)
                     if not isinstance(event, NotifierFailed):
-                        self.journal.append(
-                            NotifierFailed(run_id=event.run_id, at=time.time(), notifier=str(name), error=str(exc))
-                        )
+                        failed = NotifierFailed(run_id=event.run_id, at=time.time(), notifier=str(name), error=str(exc))
+                        self.journal.append(failed if self.redact is None else masked(failed, self.redact))
 
     def execute(self, plan: Plan, started: RunStarted) -> RunOutcome | None:
         """Run the plan under `started.run_id`; return the outcome, or None when interrupted."""

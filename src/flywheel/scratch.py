@@ -26,8 +26,8 @@ from flywheel.app.runs import RunOptions, carry_out, run_started
 from flywheel.errors import PlanRefused, UsageError
 from flywheel.fingerprints import OutputFingerprinter
 from flywheel.journal import Journal, open_journal
-from flywheel.outputs import placeholders, split_scheme
-from flywheel.params import resolve_outputs, resolve_params
+from flywheel.outputs import split_scheme
+from flywheel.params import placeholders, resolve_outputs, resolve_params
 from flywheel.planner import Action, Mode, Plan, PlanRequest, StepDecision, parse_selectors
 from flywheel.runner import Observer, Overrides
 from flywheel.spec import PipelineSpec, StepKey

@@ -235,6 +235,9 @@ class EnvironmentSpec(_Frozen):
 class ProjectConfig(_Frozen):
     environments: Mapping[str, EnvironmentSpec]
     default_env: str = "local"
+    secrets: tuple[str, ...] = ()
+    """Environment variables whose values flywheel masks wherever it shows text (besides the AWS
+    credentials and the variables notifier settings name): `secrets: [PARTNER_API_TOKEN]`."""
     source_path: str | None = None
 
     def environment(self, name: str) -> EnvironmentSpec:

@@ -281,6 +281,7 @@ def test_s3_roots_with_the_local_catalog_are_refused_clearly(s3_params: dict[str
 FAULTS = (
     ("missing-source", addressable_split.run, "missing-source"),
     ("corrupt-file", addressable_split.run, "corrupt-file"),
+    ("empty-file", addressable_split.run, "empty-source"),
     ("renamed-column", addressable_split.run, "schema-mismatch"),
     ("infobase-corrupt", infobase_split.run, "corrupt-file"),
     ("infobase-renamed-column", infobase_split.run, "schema-mismatch"),

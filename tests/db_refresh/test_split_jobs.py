@@ -227,6 +227,7 @@ def test_duplicates_keep_the_latest_row_and_ties_go_to_the_smallest_fields(lake:
     [
         (Fault.MISSING_SOURCE, "addressable-split-and-part", "missing-source", ["addressable_ids", "is empty"]),
         (Fault.CORRUPT_FILE, "addressable-split-and-part", "corrupt-file", ["addressable_ids_0001.csv.gz"]),
+        (Fault.EMPTY_FILE, "addressable-split-and-part", "empty-source", ["addressable_ids_0001.csv.gz is empty"]),
         (Fault.RENAMED_COLUMN, "addressable-split-and-part", "schema-mismatch", ["email_sha256", "hashed_email"]),
         (Fault.INFOBASE_MISSING, "infobase-split-and-part", "missing-source", ["infobase_attributes"]),
         (Fault.INFOBASE_CORRUPT, "infobase-split-and-part", "corrupt-file", ["infobase_attributes_0001.parquet"]),

@@ -8,7 +8,8 @@ the core (spec, events, state, planner, journal, runner, executors, outputs) nev
 - `facts`: what the planner needs to know (outputs that verify, stale steps, root-cause warnings);
 - `runs`: prepare and execute a run, the one way every command starts one;
 - `queries`: status, history, logs, verify, mark;
-- `views`: runs, plans and checks as JSON.
+- `views`: runs, plans and checks as JSON;
+- `secrets`: the redactor of a session (the secret values it masks everywhere).
 
 `flywheel.api` is its public face for library callers.
 """

@@ -20,6 +20,7 @@ from typing import Any
 
 from flywheel.app.policies import latest_successes
 from flywheel.app.session import Session
+from flywheel.disk import DISK_FULL
 from flywheel.errors import PlanRefused
 from flywheel.fingerprints import OutputFingerprinter, StepFingerprint, modified_after
 from flywheel.journal import Journal
@@ -40,7 +41,7 @@ BUDGET_FLOOR_SECONDS = 0.1
 BUDGET_SHARE = 0.01
 """Verifying a step may take max(1% of the time it took to produce its outputs, 100 ms)."""
 
-TRANSIENT_TYPES = frozenset({"Timeout", "Killed", "Interrupted", "catalog-busy"})
+TRANSIENT_TYPES = frozenset({"Timeout", "Killed", "Interrupted", "catalog-busy", DISK_FULL})
 TRANSIENT_TEXT = re.compile(
     r"throttl|rate.?exceeded|too many requests|slow ?down|service ?unavailable|temporar|timed? ?out"
     r"|connection (reset|refused|aborted)|concurrent ?runs ?exceeded|try again",

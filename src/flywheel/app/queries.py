@@ -14,6 +14,7 @@ from typing import Any
 
 from flywheel.app.facts import default_fingerprinter, verify_key
 from flywheel.app.policies import load_state, recovered_by, settle
+from flywheel.app.secrets import session_redactor
 from flywheel.app.session import Session
 from flywheel.errors import NotFound, UsageError
 from flywheel.events import StepMarked
@@ -139,7 +140,7 @@ def mark_succeeded(
                     at=time.time(),
                     step=key.step,
                     context=key.context,
-                    note=note,
+                    note=session_redactor(session)(note),
                     user=f"{user}@{host}",
                     outputs=tuple({**r, "claimed": True} if r.get("missing") else r for r in records[key]),
                 )
@@ -246,9 +247,11 @@ def read_logs(
     poll_seconds: float = 0.5,
 ) -> Iterator[tuple[str, str]]:
     """The lines of a run's logs as (source, line): each attempt's local log, and for AWS runs the
-    CloudWatch logs of its Glue runs and execution. With `follow`, keeps reading while the run runs."""
+    CloudWatch logs of its Glue runs and execution. With `follow`, keeps reading while the run runs.
+    Secret values are masked (the files on disk keep what the job printed)."""
     from flywheel.aws.logs import cloud_logs  # no boto3 until an AWS run's logs are read
 
+    redact = session_redactor(session)
     cloud = cloud_logs(session, run_id, step, pattern)
     offsets: dict[Path, int] = {}
     while True:
@@ -258,9 +261,10 @@ def read_logs(
                 chunk = handle.read()
                 offsets[path] = handle.tell()
             source = path.name.removesuffix(".log")
-            yield from ((source, line) for line in chunk.splitlines() if pattern is None or pattern.search(line))
+            lines = (redact(line) for line in chunk.splitlines())
+            yield from ((source, line) for line in lines if pattern is None or pattern.search(line))
         for entry in cloud.poll() if cloud is not None else ():
-            yield entry.source, entry.message
+            yield entry.source, redact(entry.message)
         if not follow or status(session, run_id).state.status is not RunStatus.RUNNING:
             return
         time.sleep(poll_seconds)

@@ -20,6 +20,7 @@ from types import FrameType
 
 from flywheel.app.facts import default_fingerprinter, gather
 from flywheel.app.policies import find_resumable, load_state, recovered_by, require_note
+from flywheel.app.secrets import session_redactor
 from flywheel.app.session import Session
 from flywheel.errors import BackendError, UsageError
 from flywheel.events import RunOutcome, RunStarted
@@ -287,6 +288,7 @@ def carry_out(
         overrides=options.overrides,
         max_parallel=options.max_parallel,
         cancel=options.cancel or threading.Event(),
+        redact=session_redactor(session),
     )
     with _stop_on_signals(runner.cancel):
         outcome = runner.execute(decided, started)

@@ -233,6 +233,7 @@ def plan_recovery(
         raise UsageError(
             f"execution {record.name} succeeded: nothing to recover", fix="`flywheel sfn start` runs again"
         )
+    redact = api.session_redactor(session)  # Glue error messages are journaled as written, but masked
     if record.recovers:  # a recovery of a recovery: its source must be known to reuse what it skipped
         with session.journal() as journal:
             known = journal.find_run_by_external_id(record.recovers)
@@ -242,9 +243,9 @@ def plan_recovery(
             )
             if earlier.status is not ExecutionStatus.RUNNING:
                 with session.journal() as journal:
-                    import_execution(journal, session.spec, session.env_name, earlier)
+                    import_execution(journal, session.spec, session.env_name, earlier, redact=redact)
     with session.journal() as journal:
-        imported = import_execution(journal, session.spec, session.env_name, record)
+        imported = import_execution(journal, session.spec, session.env_name, record, redact=redact)
     request = PlanRequest(mode=Mode.RESUME, source_run=imported.run_id, note=note)
     planned = api.dry_run(session, request)
     return Recovery(record=record, imported=imported, planned=planned, request=request)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -41,6 +41,7 @@ from flywheel.events import (
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    masked,
 )
 from flywheel.journal import Journal
 from flywheel.planner import Provenance
@@ -713,7 +714,14 @@ class Imported:
     state: RunState = field(repr=False)
 
 
-def import_execution(journal: Journal, spec: PipelineSpec, env_name: str, record: ExecutionRecord) -> Imported:
+def import_execution(
+    journal: Journal,
+    spec: PipelineSpec,
+    env_name: str,
+    record: ExecutionRecord,
+    *,
+    redact: Callable[[str], str] | None = None,
+) -> Imported:
     """Append an execution to the journal as a run (source `sfn`), or bring an earlier import up to date.
 
     Imports are idempotent: a second import of the same execution appends only what changed since (a
@@ -741,7 +749,7 @@ def import_execution(journal: Journal, spec: PipelineSpec, env_name: str, record
     if existing is None:
         run_id = journal.new_run(spec.pipeline, env_name)
         events = execution_events(spec, env_name, record, run_id, reused=reused, parent_run=parent, root_run=root)
-        journal.append(*events)
+        journal.append(*(events if redact is None else [masked(e, redact) for e in events]))
         return Imported(run_id, True, len(events), fold(run_id, journal.events(run_id)))
     before = fold(existing, journal.events(existing))
     desired = execution_events(spec, env_name, record, existing, reused=reused, parent_run=parent, root_run=root)
@@ -758,5 +766,5 @@ def import_execution(journal: Journal, spec: PipelineSpec, env_name: str, record
             tail = [e for e in desired if e.key == key]
         changed.extend(tail)
     if changed:
-        journal.append(*changed)
+        journal.append(*(changed if redact is None else [masked(e, redact) for e in changed]))
     return Imported(existing, False, len(changed), fold(existing, journal.events(existing)))

@@ -59,12 +59,11 @@ def _child(request: Mapping[str, Any], keep_fds: tuple[int, ...]) -> None:
         for entry in request.get("path") or []:  # after the standard library: a project's `types.py` or
             if entry not in sys.path:  # `random.py` must not shadow the modules every step imports
                 sys.path.append(entry)
-        from flywheel.entry import run_invocation
+        from flywheel.entry import flush_output, run_invocation
         from flywheel.invocation import StepInvocation
 
         code = run_invocation(StepInvocation.from_json(request["invocation"]))
-        sys.stdout.flush()
-        sys.stderr.flush()
+        flush_output()
         os._exit(code)
     except BaseException as exc:  # the child must never return into the server's loop
         try:

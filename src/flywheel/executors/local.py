@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flywheel.disk import DISK_FULL, DISK_FULL_EXIT, why_writes_fail
 from flywheel.entry import JOB_PATH_VARIABLE
 from flywheel.executors.base import Attempt, Outcome
 from flywheel.executors.forkserver import ForkServer
@@ -235,6 +236,14 @@ class SubprocessExecutor:
                 exit_code=code,
                 error_type=str(body.get("error_type") or "Error"),
                 error_message=str(body.get("error_message") or ""),
+            )
+        if code == DISK_FULL_EXIT and not body and not is_command:
+            return Outcome(
+                succeeded=False,
+                exit_code=code,
+                error_type=DISK_FULL,
+                error_message=f"the step could not write its result beside {log_path}: "
+                f"{why_writes_fail(log_path.parent)}",
             )
         tail = _tail(log_path, 1)
         return Outcome(

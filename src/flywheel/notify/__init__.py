@@ -283,13 +283,14 @@ def _secret_names(specs: Sequence[NotifierSpec]) -> list[str]:
 
 
 def build_channels(
-    env_spec: EnvironmentSpec, *, environ: Mapping[str, str] | None = None
+    env_spec: EnvironmentSpec, *, environ: Mapping[str, str] | None = None, redactor: Redactor | None = None
 ) -> tuple[list[tuple[NotifierSpec, Notifier]], Redactor]:
-    """The configured channels of an environment (without the console) and the redactor they share."""
+    """The configured channels of an environment (without the console) and the redactor they share:
+    the session's (`flywheel.app.secrets`) when given, with the values of this environment's own."""
     environ = os.environ if environ is None else environ
     specs = list(env_spec.notifications)
-    redactor = Redactor(
-        [environ.get(name) for name in _secret_names(specs)] + [environ.get(n) for n in AWS_SECRET_VARIABLES]
+    redactor = (redactor or Redactor()).extend(
+        *[environ.get(name) for name in _secret_names(specs)], *[environ.get(n) for n in AWS_SECRET_VARIABLES]
     )
     out: list[tuple[NotifierSpec, Notifier]] = []
     for i, spec in enumerate(specs):
@@ -348,6 +349,7 @@ def build_notifiers(
     home: Path | None = None,
     console: Callable[[str], None] | None = None,
     environ: Mapping[str, str] | None = None,
+    redactor: Redactor | None = None,
     resume_options: str = "",
     overdue: bool = True,
     overdue_factor: float = 1.5,
@@ -361,8 +363,9 @@ def build_notifiers(
     `home` lets messages cite fixes recorded for the same error before and say which incident a resume
     closed, and turns on the overdue watch (it needs the history of step durations).
     `resume_options` is appended to `flywheel resume RUN` (for example ` --home /srv/flywheel`).
+    `redactor` is the session's (`api.session_redactor`): it masks what the channels send.
     """
-    channels, redactor = build_channels(env_spec, environ=environ)
+    channels, redactor = build_channels(env_spec, environ=environ, redactor=redactor)
     history = History(home, spec) if home is not None else None
     composer = Composer(spec, resume_options=resume_options, history=history)
     observers: list[NotifierObserver | OverdueWatch] = []

@@ -6,14 +6,14 @@ only, never on the package that builds the channels (that would be a cycle).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from flywheel.durations import duration, when
+from flywheel.redaction import AWS_SECRET_VARIABLES as AWS_SECRET_VARIABLES
+from flywheel.redaction import Redactor as Redactor
 
-AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 MAX_ERROR_CHARS = 1500
 
 
@@ -53,23 +53,6 @@ class Notifier(Protocol):
 
 class NotifyError(Exception):
     """A channel could not deliver. Its text is already redacted."""
-
-
-class Redactor:
-    """Masks secret values wherever they could leak: messages, errors, log lines."""
-
-    def __init__(self, secrets: Sequence[str | None] = ()) -> None:
-        # longest first, so that a secret containing another is masked whole; values under 4 characters
-        # are not secrets worth the name, and masking them would garble every message
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def extend(self, *secrets: str | None) -> Redactor:
-        return Redactor([*self._secrets, *secrets])
 
 
 def duration_text(seconds: float | None) -> str:

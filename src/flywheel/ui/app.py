@@ -39,7 +39,7 @@ from flywheel.state import RunStatus
 from flywheel.ui import views
 from flywheel.ui.launcher import Launcher
 from flywheel.ui.live import LiveRun
-from flywheel.ui.security import Guard, GuardMiddleware, csrf_of
+from flywheel.ui.security import Guard, GuardMiddleware, RedactingMiddleware, csrf_of
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +409,13 @@ def create_app(settings: Settings) -> Starlette:
         Route("/incidents/{incident_id}/notes", dashboard.note, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, guard=settings.guard)])
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(GuardMiddleware, guard=settings.guard),
+            Middleware(RedactingMiddleware, redactor=dashboard.redactor),
+        ],
+    )
 
 
 def _form(request: Request) -> dict[str, str]:

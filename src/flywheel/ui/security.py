@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -180,3 +181,52 @@ def _cookie(name: str, value: str) -> str:
 def csrf_of(scope: Scope) -> str:
     """The CSRF token of the request's session, for the page to send back with its POSTs."""
     return str(scope.get("flywheel.csrf", ""))
+
+
+_MASKED_TYPES = (b"text/html", b"text/plain", b"application/json")
+
+
+class RedactingMiddleware:
+    """Masks secret values in every page, partial and JSON answer, whatever route or template made it.
+
+    One place for the dashboard: pages render journaled text (older runs journaled before masking),
+    log excerpts and job output, and a route added later cannot forget the mask. Answers of a known
+    length are masked whole; a streamed answer (the live events, a whole log) is never held in memory
+    here, so its route masks each line as it goes. Static files are flywheel's own.
+    """
+
+    def __init__(self, app: ASGIApp, redactor: Callable[[], Callable[[str], str]]) -> None:
+        self.app = app
+        self.redactor = redactor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+        started: Message | None = None
+        passing = False
+        body: list[bytes] = []
+
+        async def masked(message: Message) -> None:
+            nonlocal started, passing
+            if message["type"] == "http.response.start":
+                named = dict(message.get("headers", []))
+                kind = named.get(b"content-type", b"")
+                passing = not kind.startswith(_MASKED_TYPES) or b"content-length" not in named
+                if passing:
+                    await send(message)
+                else:
+                    started = message
+                return
+            if passing or message["type"] != "http.response.body" or started is None:
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            text = self.redactor()(b"".join(body).decode("utf-8", "replace")).encode()
+            kept = [(k, v) for k, v in started.get("headers", []) if k.lower() != b"content-length"]
+            await send({**started, "headers": [*kept, (b"content-length", str(len(text)).encode())]})
+            await send({"type": "http.response.body", "body": text})
+
+        await self.app(scope, receive, masked)

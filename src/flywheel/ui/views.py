@@ -8,7 +8,6 @@ unfinished run counts as running only while its runner holds the lock, as in `fl
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,8 +29,8 @@ from flywheel.incidents import (
 from flywheel.journal import Journal
 from flywheel.lock import Holder, RunLock
 from flywheel.logtail import tail
-from flywheel.notify import AWS_SECRET_VARIABLES, Redactor
 from flywheel.planner import Action, Mode, PlanRequest, TimeSaved
+from flywheel.redaction import Redactor
 from flywheel.render import SYMBOL
 from flywheel.reports.run_report import AttemptSpan, attempts
 from flywheel.spec import PipelineSpec, Project, StepKey, load_project
@@ -101,13 +100,8 @@ class Catalog:
         return bool(env is not None and env.confirm)
 
     def redactor(self, token: str | None = None) -> Redactor:
-        """Masks secrets this process can see (AWS keys, the notifier secrets projects name, the UI token)."""
-        names: set[str] = set(AWS_SECRET_VARIABLES)
-        for _, project in list(self._cache.values()):
-            for env in project.config.environments.values():
-                for notifier in env.notifications:
-                    names.update(n for n in (notifier.url_env, notifier.password_env) if n)
-        return Redactor([os.environ.get(n) for n in sorted(names)] + [token])
+        """Masks the secrets of every project this dashboard has loaded (see `flywheel.redaction`) and its token."""
+        return api.projects_redactor([project for _, project in list(self._cache.values())], extra=[token])
 
 
 class Locks:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.pipelines.db_refresh import engine
-from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error
+from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error, sql_ident, sql_text
 from flywheel.pipelines.db_refresh.tables import PARTITION_COL as PARTITION_COL
 from flywheel.pipelines.db_refresh.tables import Partition as Partition
 from flywheel.pipelines.db_refresh.tables import TableInfo as TableInfo
@@ -320,7 +320,7 @@ def _describe_partition(conn: Any, directory: Path, value: int) -> Partition:
     files = _data_files(directory)
     rows = 0
     if files:
-        listing = ", ".join(f"'{_text(str(f))}'" for f in files)
+        listing = ", ".join(f"'{sql_text(str(f))}'" for f in files)
         found = conn.execute(f"SELECT count(*) FROM read_parquet([{listing}])").fetchone()
         rows = int(found[0]) if found else 0
     return Partition(
@@ -345,8 +345,8 @@ def _infer_columns(conn: Any, root: Path, partition_col: str) -> tuple[tuple[str
     check_same_schema(conn, files, kind, kind)
     try:
         rows = conn.execute(
-            f"DESCRIBE SELECT * FROM read_parquet('{_text(pattern)}', hive_partitioning = true, "
-            f"hive_types = {{'{partition_col}': INTEGER}})"
+            f"DESCRIBE SELECT * FROM read_parquet('{sql_text(pattern)}', hive_partitioning = true, "
+            f"hive_types = {{'{sql_text(partition_col)}': INTEGER}})"
         ).fetchall()
     except Exception as exc:
         raise job_error(
@@ -500,22 +500,13 @@ def _check_conflict(conn: Any, database: str, table: str, root: Path) -> None:
 
 def _create_view(conn: Any, info: TableInfo) -> None:
     """Point the table's view at its registered partition directories, and nothing else."""
-    select = ", ".join(_ident(name) for name, _ in info.columns)
+    select = ", ".join(sql_ident(name) for name, _ in info.columns)
     if info.partitions:
-        dirs = ", ".join(f"'{_text(p.location)}/*.parquet'" for p in info.partitions)
-        source = (
-            f"read_parquet([{dirs}], hive_partitioning = true, hive_types = {{'{_text(info.partition_col)}': INTEGER}})"
-        )
+        dirs = ", ".join(f"'{sql_text(p.location)}/*.parquet'" for p in info.partitions)
+        types = f"{{'{sql_text(info.partition_col)}': INTEGER}}"
+        source = f"read_parquet([{dirs}], hive_partitioning = true, hive_types = {types})"
         body = f"SELECT {select} FROM {source}"
     else:
-        nulls = ", ".join(f"CAST(NULL AS {kind}) AS {_ident(name)}" for name, kind in info.columns)
+        nulls = ", ".join(f"CAST(NULL AS {kind}) AS {sql_ident(name)}" for name, kind in info.columns)
         body = f"SELECT {nulls} WHERE false"
-    conn.execute(f"CREATE OR REPLACE VIEW {info.database}.{_ident(info.name)} AS {body}")
-
-
-def _text(value: str) -> str:
-    return value.replace("'", "''")
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    conn.execute(f"CREATE OR REPLACE VIEW {info.database}.{sql_ident(info.name)} AS {body}")

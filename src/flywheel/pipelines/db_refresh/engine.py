@@ -104,8 +104,8 @@ def open_session(params: Mapping[str, Any]) -> Session:
     # the file name becomes the catalog name, which SQLFrame needs to be a plain identifier
     scratch = temp_dir / f"session_{os.getpid()}_{uuid.uuid4().hex[:8]}.duckdb"
     conn = duckdb.connect(str(scratch), config={"threads": int(params.get("threads") or 1)})
-    conn.execute(f"SET memory_limit = '{_sql_text(str(params.get('memory_limit') or '4GB'))}'")
-    conn.execute(f"SET temp_directory = '{_sql_text(str(temp_dir))}'")
+    conn.execute(f"SET memory_limit = '{sql_text(str(params.get('memory_limit') or '4GB'))}'")
+    conn.execute(f"SET temp_directory = '{sql_text(str(temp_dir))}'")
     conn.execute("SET preserve_insertion_order = false")
     # A partitioned COPY buffers this many rows per thread before it writes them out: DuckDB's default
     # (524,288) made staging ten million rows spill 2 GB under a 1.5 GB limit; 100,000 spilled 0.3 GB.
@@ -331,7 +331,7 @@ def list_files(root: str | os.PathLike[str], suffixes: Sequence[str]) -> list[st
 
 def csv_header(path: str | os.PathLike[str]) -> list[str]:
     """The column names in a CSV file's header line (gzip or plain), without reading the file
-    (on S3: from the first bytes, by a ranged GET)."""
+    (on S3: from the first bytes, by a ranged GET). `empty-source` for a file with no header line."""
     text = os.fspath(path)
     file: str | Path = text if storage.is_remote(text) else local_path(text)
     try:
@@ -345,7 +345,14 @@ def csv_header(path: str | os.PathLike[str]) -> list[str]:
         raise job_error(
             JobErrorType.CORRUPT_FILE, f"{file}: cannot read the header line ({exc}); re-deliver the file"
         ) from exc
-    return [name.strip().strip('"').strip() for name in line.rstrip("\r\n").split(",")] if line else []
+    if not line.strip():  # neither a header nor rows: an empty delivery, whatever its columns were to be
+        state = "is empty" if not line else "starts with a blank line instead of the header"
+        raise job_error(
+            JobErrorType.EMPTY_SOURCE,
+            f"{file} {state}: no header line, so no columns and no rows. Ask for a re-delivery of the file, "
+            "or move it out of the source directory",
+        )
+    return [name.strip().strip('"').strip() for name in line.rstrip("\r\n").split(",")]
 
 
 def parquet_columns(session: Session, path: str | os.PathLike[str]) -> list[str]:
@@ -355,7 +362,7 @@ def parquet_columns(session: Session, path: str | os.PathLike[str]) -> list[str]
         readable = _readable(session, file)
         if _is_spark(session):
             return list(session.read.parquet(readable).columns)
-        rows = session._conn.execute(f"DESCRIBE SELECT * FROM read_parquet('{_sql_text(readable)}')")
+        rows = session._conn.execute(f"DESCRIBE SELECT * FROM read_parquet('{sql_text(readable)}')")
         return [str(row[0]) for row in rows.fetchall()]
     except JobError:
         raise
@@ -392,8 +399,8 @@ def read_csv(session: Session, paths: Sequence[str | os.PathLike[str]], schema: 
     columns = []
     for item in schema.split(","):
         name, kind = item.split()
-        columns.append(f"'{_sql_text(name)}': '{_DUCKDB_TYPES[kind.lower()]}'")
-    listing = ", ".join(f"'{_sql_text(f)}'" for f in files)
+        columns.append(f"'{sql_text(name)}': '{_DUCKDB_TYPES[kind.lower()]}'")
+    listing = ", ".join(f"'{sql_text(f)}'" for f in files)
     return _duckdb_view(
         session,
         f"SELECT * FROM read_csv([{listing}], header = true, auto_detect = false, columns = {{{', '.join(columns)}}})",
@@ -405,7 +412,7 @@ def read_parquet(session: Session, paths: Sequence[str | os.PathLike[str]]) -> D
     files = [_readable(session, p) for p in paths]
     if _is_spark(session):
         return session.read.parquet(*files)
-    listing = ", ".join(f"'{_sql_text(f)}'" for f in files)
+    listing = ", ".join(f"'{sql_text(f)}'" for f in files)
     return _duckdb_view(session, f"SELECT * FROM read_parquet([{listing}], union_by_name = true)")
 
 
@@ -459,8 +466,8 @@ def read_partitions(
         return df.withColumn(partition_col, functions(session).col(partition_col).cast("int"))
     # A view in the session's own in-memory database: SQLFrame's reader re-plans a long list of
     # globs expensively, while a view is planned once by DuckDB.
-    globs = ", ".join(f"'{_sql_text(str(d / '*.parquet'))}'" for d in dirs)
-    types = f"{{'{_sql_text(partition_col)}': INTEGER}}"
+    globs = ", ".join(f"'{sql_text(str(d / '*.parquet'))}'" for d in dirs)
+    types = f"{{'{sql_text(partition_col)}': INTEGER}}"
     return _duckdb_view(
         session, f"SELECT * FROM read_parquet([{globs}], hive_partitioning = true, hive_types = {types})"
     )
@@ -499,7 +506,7 @@ def parquet_footers(
     if not files:
         return []
     part_of = {str(f): v for v, f in files}
-    listing = ", ".join(f"'{_sql_text(str(f))}'" for _, f in files)
+    listing = ", ".join(f"'{sql_text(str(f))}'" for _, f in files)
     found = session._conn.execute(
         "SELECT file_name, row_group_id, row_group_num_rows, path_in_schema, stats_null_count, stats_min_value "
         f"FROM parquet_metadata([{listing}])"
@@ -697,7 +704,7 @@ def write_parquet(df: DataFrame, path: str | os.PathLike[str]) -> Path:
             part.replace(target)
         else:
             sql = _duckdb_sql(df)
-            session._conn.execute(f"COPY ({sql}) TO '{_sql_text(str(staging))}' (FORMAT parquet)")
+            session._conn.execute(f"COPY ({sql}) TO '{sql_text(str(staging))}' (FORMAT parquet)")
             staging.replace(target)
     finally:
         if staging.is_dir():
@@ -798,11 +805,11 @@ def _duckdb_copy_to(
 ) -> None:
     """`sql_of(value)`: the query whose rows of partition `value` are written (for a partitioned COPY of
     every partition at once, any value gives the query)."""
-    column = _sql_ident(partition_col)
+    column = sql_ident(partition_col)
     if parts is None:
         options = f", {SCRATCH_PARQUET}" if scratch else ""
         conn.execute(
-            f"COPY ({sql_of(0)}) TO '{_sql_text(str(staging))}' "
+            f"COPY ({sql_of(0)}) TO '{sql_text(str(staging))}' "
             f"(FORMAT parquet, PARTITION_BY ({column}), FILENAME_PATTERN 'part-{{i}}'{options})"
         )
         return
@@ -812,7 +819,7 @@ def _duckdb_copy_to(
         folder.mkdir(parents=True, exist_ok=True)
         written = conn.execute(
             f"COPY (SELECT * EXCLUDE ({column}) FROM ({sql_of(int(value))}) WHERE {column} = {int(value)}) "
-            f"TO '{_sql_text(str(folder / 'part-0.parquet'))}' (FORMAT parquet)"
+            f"TO '{sql_text(str(folder / 'part-0.parquet'))}' (FORMAT parquet)"
         ).fetchone()
         if not written or not written[0]:
             shutil.rmtree(folder)  # as a partitioned COPY does: no folder for a part without rows
@@ -907,11 +914,17 @@ def _swap_into_place(staging: Path, target: Path) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def _sql_text(value: str) -> str:
+def sql_text(value: str) -> str:
+    """`value` for use inside a single-quoted DuckDB string: a path may hold a quote (`/srv/it's`).
+
+    Paths end up in views (`CREATE VIEW ... AS SELECT * FROM read_parquet([...])`), which cannot hold
+    bound parameters; so every path that meets SQL is quoted here, in one way.
+    """
     return value.replace("'", "''")
 
 
-def _sql_ident(name: str) -> str:
+def sql_ident(name: str) -> str:
+    """`name` as a double-quoted DuckDB identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from flywheel.pipelines.db_refresh.engine import sql_text
+
 ADDRESSABLE_DIR = "addressable_ids"
 INFOBASE_DIR = "infobase_attributes"
 
@@ -67,6 +69,7 @@ class Fault(StrEnum):
 
     MISSING_SOURCE = "missing-source"
     CORRUPT_FILE = "corrupt-file"
+    EMPTY_FILE = "empty-file"
     RENAMED_COLUMN = "renamed-column"
     INFOBASE_MISSING = "infobase-missing"
     INFOBASE_CORRUPT = "infobase-corrupt"
@@ -220,7 +223,7 @@ def generate(raw_root: Path, rows: int, seed: int, *, files: int = 4, fault: str
                     plain = addressable_dir / f".addressable_ids_{number:04d}.csv"
                     rename = chosen is Fault.RENAMED_COLUMN and number == files - 1
                     sql = _addressable_sql(seed, rows, lo, hi, rename=rename)
-                    conn.execute(f"COPY ({sql}) TO '{plain}' (FORMAT csv, HEADER)")
+                    conn.execute(f"COPY ({sql}) TO '{sql_text(str(plain))}' (FORMAT csv, HEADER)")
                     pending.append(pool.submit(_gzip, plain, path))
                     addressable.append(path)
                 for future in pending:
@@ -231,7 +234,7 @@ def generate(raw_root: Path, rows: int, seed: int, *, files: int = 4, fault: str
                 path = infobase_dir / f"infobase_attributes_{number:04d}.parquet"
                 rename = chosen is Fault.INFOBASE_RENAMED_COLUMN and number == files - 1
                 sql = _infobase_sql(seed, lo, hi, rename=rename)
-                conn.execute(f"COPY ({sql}) TO '{path}' (FORMAT parquet, COMPRESSION snappy)")
+                conn.execute(f"COPY ({sql}) TO '{sql_text(str(path))}' (FORMAT parquet, COMPRESSION snappy)")
                 infobase.append(path)
     finally:
         conn.close()
@@ -239,6 +242,8 @@ def generate(raw_root: Path, rows: int, seed: int, *, files: int = 4, fault: str
         _truncate(addressable[len(addressable) // 2])
     if chosen is Fault.INFOBASE_CORRUPT:
         _truncate(infobase[len(infobase) // 2])
+    if chosen is Fault.EMPTY_FILE:  # an upload that stopped before its first byte
+        addressable[len(addressable) // 2].write_bytes(b"")
     result = GeneratedData(
         raw_root=str(root),
         rows=rows,

@@ -405,6 +405,8 @@ class S3Storage:
             if data is None:
                 raise JobError(f"{uri} is not there any more; re-deliver it", error_type="missing-source")
             complete = len(data) < size
+            if not data:  # an empty object: nothing to inflate, no header
+                return ""
             if uri.endswith(".gz"):
                 inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 try:

@@ -440,6 +440,8 @@ def _scheduled(
 def _observe(owner: _Open, kind: str, details: Mapping[str, Any], at: float) -> None:
     """What one task event says about its attempt."""
     output = _json(details.get("output"))
+    if isinstance(output, Mapping) and isinstance(output.get("Payload"), Mapping):  # a Lambda's answer
+        output = output["Payload"]
     if kind == "TaskSubmitted" and isinstance(output, Mapping):
         owner.job_run_id = str(output.get("JobRunId") or output.get("Id") or "") or owner.job_run_id
     elif kind == "TaskSucceeded":

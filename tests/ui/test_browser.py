@@ -82,6 +82,15 @@ def test_an_operator_resumes_a_failed_run_and_watches_it_finish(sandbox: Sandbox
         page.wait_for_selector('#incident-box[data-loaded="1"] .incident[data-status="open"]')
         shot(page, "failed-run.png")
 
+        # on a 1366x768 laptop the decision is above the fold: what failed, why, and Resume
+        page.set_viewport_size({"width": 1366, "height": 768})
+        page.evaluate("window.scrollTo(0, 0)")
+        for selector in ('#decision .decision-failure[data-key="b[y]"]', "#resume-button"):
+            box = page.locator(selector).bounding_box()
+            assert box is not None and box["y"] + box["height"] <= 768, f"{selector} is below the fold: {box}"
+        assert "Re-deliver the source file" in page.locator("#decision").inner_text()
+        page.set_viewport_size({"width": 1280, "height": 900})
+
         # fix the cause, then Resume and confirm
         sandbox.fix("b[y]")
         page.click("#resume-button")

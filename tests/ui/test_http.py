@@ -307,3 +307,27 @@ def test_a_big_log_is_served_as_its_tail_unless_the_whole_file_is_asked_for(sand
     assert "line 30000 of a noisy step" in capped and "line 1 of a noisy step" not in capped
     assert whole.splitlines()[0] == "line 1 of a noisy step ................................"
     assert len(whole.splitlines()) == 30000
+
+
+def test_the_run_list_pages_through_older_runs(sandbox: Sandbox) -> None:
+    from flywheel.events import RunFinished, RunOutcome, RunStarted
+    from flywheel.journal import open_journal
+
+    with open_journal(sandbox.home) as journal:  # 230 finished runs, as a journal grows over months
+        for _ in range(230):
+            run = journal.new_run("tiny", "local")
+            journal.append(
+                RunStarted(run_id=run, at=1.0e9 + run, pipeline="tiny", env="local"),
+                RunFinished(run_id=run, at=1.0e9 + run + 5, outcome=RunOutcome.SUCCEEDED),
+            )
+    seen: list[int] = []
+    with serve_in_thread(sandbox.home) as served:
+        client, path = served.client(), "/runs"
+        while True:
+            page = client.get(path).body
+            seen += [int(r) for r in re.findall(r'<tr data-run="(\d+)"', page)]
+            link = re.search(r'id="older-link" href="([^"]+)"', page)
+            if link is None:
+                break
+            path = "/runs" + link.group(1).replace("&amp;", "&")
+    assert seen == list(range(230, 0, -1))  # every run once, newest first, over three pages

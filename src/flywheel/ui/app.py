@@ -141,7 +141,15 @@ class Dashboard:
             self.query(request, "status"),
         )
         with self.journal() as j:
-            listing = views.list_runs(j, self.settings.home, pipeline=pipeline, env=env, status=status)
+            older = self.query(request, "before")
+            listing = views.list_runs(
+                j,
+                self.settings.home,
+                pipeline=pipeline,
+                env=env,
+                status=status,
+                before=int(older) if older and older.isdigit() else None,
+            )
         return self.render(
             request,
             "runs.html",

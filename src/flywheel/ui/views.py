@@ -170,12 +170,20 @@ def list_runs(
     env: str | None = None,
     status: str | None = None,
     limit: int = 100,
+    before: int | None = None,
 ) -> RunList:
-    """Newest runs first, filtered. Runs are folded in batches until `limit` of them pass the status filter."""
+    """Newest runs first (older than `before`, for the next page), filtered. Runs are folded in batches
+    until `limit` of them pass the status filter."""
     every = journal.runs()
     pipelines = tuple(sorted({r.pipeline for r in every}))
     envs = tuple(sorted({r.env for r in every}))
-    rows = [r for r in every if (pipeline is None or r.pipeline == pipeline) and (env is None or r.env == env)]
+    rows = [
+        r
+        for r in every
+        if (pipeline is None or r.pipeline == pipeline)
+        and (env is None or r.env == env)
+        and (before is None or r.run_id < before)
+    ]
     locks = Locks(home)
     out: list[RunSummary] = []
     truncated = False

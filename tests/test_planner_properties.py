@@ -117,7 +117,7 @@ def planned(spec: PipelineSpec, request: PlanRequest, inputs: PlanInputs) -> Pla
         raise AssertionError("unreachable") from None
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(situations())
 def test_a_key_is_reused_only_when_it_and_everything_upstream_of_it_are_intact(
     case: tuple[PipelineSpec, RunState, PlanInputs, PlanRequest],
@@ -138,7 +138,7 @@ def test_a_key_is_reused_only_when_it_and_everything_upstream_of_it_are_intact(
             assert decided.by_key[up].action is Action.REUSE, f"{key} reused over {up}, which is {decided.by_key[up]}"
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(situations())
 def test_nothing_downstream_of_a_rerun_or_of_a_key_left_out_is_reused(
     case: tuple[PipelineSpec, RunState, PlanInputs, PlanRequest],
@@ -153,7 +153,7 @@ def test_nothing_downstream_of_a_rerun_or_of_a_key_left_out_is_reused(
             )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(situations())
 def test_a_plan_is_complete_only_when_every_declared_key_runs_or_is_reused(
     case: tuple[PipelineSpec, RunState, PlanInputs, PlanRequest],
@@ -193,7 +193,7 @@ def carried_out(spec: PipelineSpec, decided: Plan, run_id: int, failing: set[Ste
     return fold(run_id, events)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(graphs(), st.data())
 def test_resuming_twice_with_nothing_changed_plans_the_same_work_and_after_success_plans_nothing(
     spec: PipelineSpec, data: st.DataObject

@@ -146,6 +146,7 @@ def test_an_sns_alert_after_a_catch_does_not_replace_the_glue_error() -> None:
     assert "NotifyFailure" in record.not_in_pipeline
 
 
+@pytest.mark.e2e  # a flywheel process per case
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_sfn_status_reads_a_saved_history_offline(path: Path, tmp_path: Path) -> None:
     """What an on-call engineer saved with `aws stepfunctions get-execution-history --output json` and

@@ -18,6 +18,14 @@ resource "aws_cloudwatch_log_group" "state_machine" {
   retention_in_days = var.log_retention_days
 }
 
+# The catalog database the jobs register part tables in (aws/catalog.py refuses to create it on AWS:
+# `database-missing` names this stack).
+resource "aws_glue_catalog_database" "data" {
+  name         = var.glue_database
+  description  = "omc-flywheel ${var.env}: part tables registered by db-refresh"
+  location_uri = "s3://${var.data_bucket}/"
+}
+
 resource "aws_dynamodb_table" "lock" {
   name         = var.lock_table_name
   billing_mode = "PAY_PER_REQUEST"

@@ -48,6 +48,16 @@ TRANSIENT_GLUE_ERRORS = (
     "Glue.InternalServiceException",
     "Glue.OperationTimeoutException",
 )
+CONCURRENCY_ERROR = "Glue.ConcurrentRunsExceededException"
+"""What a Glue task fails with when its job already runs `MaxConcurrentRuns` runs (most jobs allow one)."""
+CONCURRENCY_RETRY: Mapping[str, Any] = {
+    "IntervalSeconds": 60,
+    "MaxAttempts": 8,
+    "BackoffRate": 2.0,
+    "MaxDelaySeconds": 600,
+}
+"""Wait for the other run to end: 1 min, then doubling up to 10 min between tries, 55 min in all (the
+Glue executor waits as long: `GlueExecutor.concurrency_wait_seconds`)."""
 _STATE_NAME_MAX = 80
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -176,8 +186,11 @@ def _format(pieces: Sequence[str], *paths: str) -> str:
 
 
 def _retry(step: StepSpec) -> list[dict[str, Any]]:
+    # Step Functions uses the first retrier whose ErrorEquals matches, and `States.TaskFailed` matches
+    # the Glue errors too: the specific rules come first.
     retries: list[dict[str, Any]] = [
-        {"ErrorEquals": list(TRANSIENT_GLUE_ERRORS), "IntervalSeconds": 30, "MaxAttempts": 3, "BackoffRate": 2.0}
+        {"ErrorEquals": list(TRANSIENT_GLUE_ERRORS), "IntervalSeconds": 30, "MaxAttempts": 3, "BackoffRate": 2.0},
+        {"ErrorEquals": [CONCURRENCY_ERROR], **CONCURRENCY_RETRY},
     ]
     policy = step.retry
     if policy.attempts > 1:

@@ -263,7 +263,7 @@ class GlueExecutor(StatelessExecutor):
         poll_seconds: float | None = None,
         max_poll_seconds: float = 60.0,
         stop_wait_seconds: float = 300.0,
-        concurrency_wait_seconds: float = 1800.0,
+        concurrency_wait_seconds: float = 3300.0,
         check_account: bool = True,
     ) -> None:
         """Validate the spec's Glue placement and check the account before anything runs."""

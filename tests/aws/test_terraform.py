@@ -175,3 +175,44 @@ def test_module_creates_the_glue_database_the_catalog_code_requires() -> None:
     database = resources["aws_glue_catalog_database.data"]
     assert database["name"] == "${var.glue_database}"
     assert database["location_uri"] == "s3://${var.data_bucket}/"
+
+
+def _statements(document: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = _blocks(_load(MODULE / "iam.tf"), "data")[f"aws_iam_policy_document.{document}"][
+        "statement"
+    ]
+    return statements
+
+
+def _allows_on(document: str, action: str, resource: str) -> bool:
+    """Whether a policy document allows an action on a resource, glob patterns as IAM matches them."""
+    return any(
+        _is_allowed(action, s["actions"]) and any(fnmatch.fnmatchcase(resource, r) for r in s["resources"])
+        for s in _statements(document)
+        if s.get("effect", "Allow") == "Allow"
+    )
+
+
+def test_lake_formation_grants_the_roles_that_touch_the_catalog() -> None:
+    """Under Lake Formation, IAM alone does not open a table: the location is registered, the Glue and
+    operator roles are granted the database, its tables and the location, the Glue role may DESCRIBE
+    `default` (Spark with --enable-glue-datacatalog reads it) and holds lakeformation:GetDataAccess.
+    Pages: "Registering an Amazon S3 location" and "Granting Data Catalog permissions" (Lake Formation
+    developer guide), "Using the AWS Glue Data Catalog as the metastore" (Glue developer guide)."""
+    resources = _blocks(_load(MODULE / "lakeformation.tf"), "resource")
+    assert resources["aws_lakeformation_resource.data"]["arn"] == "arn:aws:s3:::${var.data_bucket}"
+    principals = _load(MODULE / "lakeformation.tf")["locals"][0]["catalog_principals"]
+    assert "aws_iam_role.glue_job.arn" in principals and "aws_iam_role.operator.arn" in principals
+    assert resources["aws_lakeformation_permissions.data_location"]["permissions"] == ["DATA_LOCATION_ACCESS"]
+    assert {"CREATE_TABLE", "ALTER", "DESCRIBE"} <= set(
+        resources["aws_lakeformation_permissions.database"]["permissions"]
+    )
+    tables = resources["aws_lakeformation_permissions.tables"]
+    assert {"SELECT", "INSERT", "DELETE", "ALTER"} <= set(tables["permissions"])
+    assert tables["table"][0]["wildcard"] is True
+    assert resources["aws_lakeformation_permissions.default_database"]["database"][0]["name"] == "default"
+
+    account = "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}"
+    assert _allows_on("glue_job", "lakeformation:GetDataAccess", "*")
+    assert _allows_on("glue_job", "glue:GetDatabase", f"{account}:database/default")
+    assert not _allows_on("glue_job", "glue:GetTable", f"{account}:table/default/anything")

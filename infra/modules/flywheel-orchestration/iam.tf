@@ -96,6 +96,19 @@ data "aws_iam_policy_document" "glue_job" {
     ]
   }
   statement {
+    sid     = "DefaultDatabase" # Spark with --enable-glue-datacatalog reads `default` at start-up
+    actions = ["glue:GetDatabase", "glue:GetDatabases"]
+    resources = [
+      "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:catalog",
+      "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:database/default",
+    ]
+  }
+  statement {
+    sid       = "LakeFormation" # credentials for the registered location (lakeformation.tf)
+    actions   = ["lakeformation:GetDataAccess"]
+    resources = ["*"]
+  }
+  statement {
     sid       = "JobLogs"
     actions   = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
     resources = ["arn:aws:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:/aws-glue/*"]

@@ -69,3 +69,9 @@ variable "log_retention_days" {
   type    = number
   default = 90
 }
+
+variable "lake_formation" {
+  description = "The account governs the Glue catalog with Lake Formation: register the bucket and grant the roles (lakeformation.tf)."
+  type        = bool
+  default     = true
+}

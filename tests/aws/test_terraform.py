@@ -216,3 +216,15 @@ def test_lake_formation_grants_the_roles_that_touch_the_catalog() -> None:
     assert _allows_on("glue_job", "lakeformation:GetDataAccess", "*")
     assert _allows_on("glue_job", "glue:GetDatabase", f"{account}:database/default")
     assert not _allows_on("glue_job", "glue:GetTable", f"{account}:table/default/anything")
+
+
+def test_state_machine_is_created_after_its_role_policy() -> None:
+    """CreateStateMachine with a logging configuration checks that the role may deliver logs, and fails
+    with "not authorized to access the Log Destination" when the policy does not exist yet ("Logging
+    using CloudWatch Logs", Step Functions developer guide: IAM policies for logging). The machine only
+    references the role, so Terraform would create both at once without the explicit dependency."""
+    machine = _blocks(_load(MODULE / "main.tf"), "resource")["aws_sfn_state_machine.db_refresh"]
+    assert "${aws_iam_role_policy.state_machine}" in machine["depends_on"]
+    policy = _blocks(_load(MODULE / "iam.tf"), "resource")["aws_iam_role_policy.state_machine"]
+    assert policy["role"] == "${aws_iam_role.state_machine.id}"
+    assert _allows_on("state_machine", "logs:CreateLogDelivery", "*")

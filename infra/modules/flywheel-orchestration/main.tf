@@ -91,4 +91,8 @@ resource "aws_sfn_state_machine" "db_refresh" {
     include_execution_data = true
     level                  = "ALL"
   }
+
+  # CreateStateMachine checks that the role may deliver logs ("not authorized to access the Log
+  # Destination"): the role's policy must exist first, and Terraform only knows that when told.
+  depends_on = [aws_iam_role_policy.state_machine]
 }

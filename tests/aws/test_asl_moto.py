@@ -111,3 +111,63 @@ def test_the_concurrency_rule_comes_before_the_step_retry_policy(tmp_path: Path)
     definition = _definition(tmp_path, [glue_step("a", 1, retry={"attempts": 3, "backoff_seconds": 5})])
     matched = [r["ErrorEquals"] for r in _glue_tasks(definition["States"])["Step1_A"]["Retry"]]
     assert matched.index([CONCURRENCY_ERROR]) < matched.index(["States.TaskFailed"])
+
+
+def test_a_task_waits_longer_than_its_glue_run_may_last(tmp_path: Path) -> None:
+    """Glue ends a run at `Timeout` minutes and reports TIMEOUT; the task must still be waiting then
+    ("Run AWS Glue jobs with Step Functions": `.sync` waits for the run; `TimeoutSeconds` of a Task state
+    fails it with `States.Timeout` without stopping the run)."""
+    definition = _definition(tmp_path, [glue_step("a", 1, timeout=3000), glue_step("b", 2, ("a",), timeout=59)])
+    tasks = _glue_tasks(definition["States"])
+    for name, seconds in (("Step1_A", 3000), ("Step2_B", 59)):
+        glue_minutes = tasks[name]["Parameters"]["Timeout"]
+        assert glue_minutes * 60 >= seconds  # Glue rounds to whole minutes: never shorter than asked
+        assert tasks[name]["TimeoutSeconds"] >= glue_minutes * 60 + 300, name
+    assert definition["TimeoutSeconds"] >= tasks["Step1_A"]["TimeoutSeconds"] + tasks["Step2_B"]["TimeoutSeconds"]
+
+
+def _alert_queue(topic: str) -> str:
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic_arn = sns.create_topic(Name=topic)["TopicArn"]
+    queue = sqs.create_queue(QueueName="alerts")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    return str(queue)
+
+
+def _alerts(queue: str) -> list[str]:
+    messages = boto3.client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+    return [str(m["Body"]) for m in messages]
+
+
+@pytest.mark.parametrize(
+    "caught",
+    [{"Error": "States.Timeout"}, {"Error": "Glue.EntityNotFoundException", "Cause": "no job tiny-dev-a"}],
+    ids=["without-cause", "with-cause"],
+)
+def test_the_alert_is_sent_whether_or_not_the_error_has_a_cause(
+    aws: MotoServer, tmp_path: Path, caught: dict[str, str]
+) -> None:
+    """The exported alert and fail states, entered as a Catch enters them (`ResultPath: $.error`), with an
+    error that has no `Cause` (States.Timeout has none) and with one."""
+    definition = _definition(tmp_path, [glue_step("a", 1)], aws={"sns_topic": "tiny-alerts"})
+    queue = _alert_queue("tiny-alerts")
+    task = definition["States"]["Step1_A"]
+    catch = task["Catch"][0]
+    states = {name: state for name, state in definition["States"].items() if name.startswith("Step1_A_")}
+    states = {k: v for k, v in states.items() if k != "Step1_A_Check"}
+    machine = {
+        "StartAt": "CaughtError",
+        "States": {
+            "CaughtError": {"Type": "Pass", "Result": caught, "ResultPath": catch["ResultPath"], "Next": catch["Next"]},
+            **states,
+        },
+    }
+    sfn, arn = _start(machine)
+    described = _finish(sfn, arn)
+    assert described["status"] == "FAILED"
+    assert described.get("error") == "flywheel.StepFailed"  # not States.Runtime
+    alerts = _alerts(queue)
+    assert len(alerts) == 1
+    assert caught["Error"] in alerts[0] and arn in alerts[0]
+    assert caught.get("Cause", "Error") in alerts[0]

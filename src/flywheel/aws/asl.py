@@ -43,6 +43,10 @@ EXECUTION_ARG = "--flywheel_execution"
 """The Step Functions execution that started a Glue run (`$$.Execution.Id`)."""
 EXECUTION_MARGIN_SECONDS = 3600
 """Added to the critical path of step timeouts to bound a stuck execution."""
+GLUE_TIMEOUT_MARGIN_SECONDS = 600
+"""How much longer a task waits than its Glue run may last: Glue ends the run at its `Timeout` (whole
+minutes) and needs time to report TIMEOUT; a task that gave up first would leave the run going on while
+the execution has already failed, and the alert would name `States.Timeout` instead of Glue's error."""
 TRANSIENT_GLUE_ERRORS = (
     "Glue.ThrottlingException",
     "Glue.InternalServiceException",
@@ -185,6 +189,16 @@ def _format(pieces: Sequence[str], *paths: str) -> str:
     return f"States.Format('{template}', {', '.join(paths)})"
 
 
+def _glue_timeout_minutes(step: StepSpec) -> int | None:
+    """The Glue run's `Timeout` (whole minutes, rounded up; Glue has no finer unit)."""
+    return None if step.timeout is None else max(1, math.ceil(step.timeout / 60))
+
+
+def task_timeout_seconds(glue_minutes: int) -> int:
+    """The task's `TimeoutSeconds`: the Glue run's own limit and a margin, so Glue always ends first."""
+    return glue_minutes * 60 + GLUE_TIMEOUT_MARGIN_SECONDS
+
+
 def _retry(step: StepSpec) -> list[dict[str, Any]]:
     # Step Functions uses the first retrier whose ErrorEquals matches, and `States.TaskFailed` matches
     # the Glue errors too: the specific rules come first.
@@ -245,8 +259,9 @@ def _task(
     if step.resources.worker_type or step.resources.workers:
         parameters["WorkerType"] = step.resources.worker_type or "G.1X"
         parameters["NumberOfWorkers"] = step.resources.workers or 2
-    if step.timeout is not None:
-        parameters["Timeout"] = max(1, math.ceil(step.timeout / 60))
+    glue_minutes = _glue_timeout_minutes(step)
+    if glue_minutes is not None:
+        parameters["Timeout"] = glue_minutes
     task: dict[str, Any] = {
         "Type": "Task",
         "Comment": f"step {step.number}: {step.title} ({place.key})",
@@ -254,8 +269,8 @@ def _task(
         "Parameters": parameters,
         "ResultPath": None,
     }
-    if step.timeout is not None:
-        task["TimeoutSeconds"] = max(1, math.ceil(step.timeout))
+    if glue_minutes is not None:
+        task["TimeoutSeconds"] = task_timeout_seconds(glue_minutes)
     task["Retry"] = _retry(step)
     handler = (
         f"{place.task_state}_Notify" if _sns_topic_arn(env_name, env) is not None else f"{place.task_state}_Failed"
@@ -281,16 +296,17 @@ def _failure_states(
     topic = _sns_topic_arn(env_name, env)
     if topic is None:
         return {fail_state: fail}
+    # `$.error` is what the Catch caught: `Error` always, `Cause` only when the failure had one (a
+    # `States.Timeout` or a runtime error may not). A path to a missing field fails the state with
+    # States.Runtime, and then no alert is sent at all: the whole object is rendered instead.
     message = _format(
         [
             f"{what}. Error: ",
-            ". Cause: ",
             ". Execution: ",
             ". Recover with: flywheel sfn recover ",
             f" --env {env_name}",
         ],
-        "$.error.Error",
-        "$.error.Cause",
+        "States.JsonToString($.error)",
         "$$.Execution.Id",
         "$$.Execution.Id",
     )
@@ -348,7 +364,8 @@ def _guarded_task(
 def _critical_path_seconds(spec: PipelineSpec) -> float:
     longest: dict[str, float] = {}
     for step in spec.topological_steps:
-        own = (step.timeout or 0.0) * step.retry.attempts
+        minutes = _glue_timeout_minutes(step)
+        own = (task_timeout_seconds(minutes) if minutes is not None else 0.0) * step.retry.attempts
         longest[step.id] = own + max((longest[d] for d in step.depends_on), default=0.0)
     return max(longest.values(), default=0.0)
 

@@ -70,8 +70,16 @@ DPU_PER_WORKER: Mapping[str, float] = {
     "G.2X": 2.0,
     "G.4X": 4.0,
     "G.8X": 8.0,
+    "G.12X": 12.0,
+    "G.16X": 16.0,
+    "R.1X": 1.0,
+    "R.2X": 2.0,
+    "R.4X": 4.0,
+    "R.8X": 8.0,
     "Z.2X": 2.0,
 }
+"""DPUs of one worker, by `WorkerType` ("Job API: WorkerType", AWS Glue developer guide, and "Defining job
+properties for Spark jobs": G.12X and G.16X are 12 and 16 DPU, the memory-optimized R.1X-R.8X 1-8 DPU)."""
 DEFAULT_WORKER_TYPE = "G.1X"
 DEFAULT_WORKERS = 2
 VOLATILE_PARAMS = frozenset({"home", "memory_limit", "threads"})

@@ -97,9 +97,10 @@ def test_generic_grouping_fan_out_then_join() -> None:
     definition = export_asl(spec, "dev", EnvironmentSpec())
     states = definition["States"]
     assert states["ComputeSkipFlags"]["Next"] == "Both"
-    assert states["Both"]["Next"] == "Step3_C"
+    assert states["Both"]["Next"] == "Both_Outcome"
+    assert states["Both_Join"]["Default"] == "Step3_C"  # a failed branch goes to Both_Failed instead
     assert [b["StartAt"] for b in states["Step3_C"]["Branches"]] == ["Step3_C_x_Check", "Step3_C_y_Check"]
-    assert states["Step3_C"]["Next"] == "Step4_D_Check"
+    assert states["Step3_C_Join"]["Default"] == "Step4_D_Check"
     assert states["Step4_D"]["Next"] == "Done"
     assert states["Step4_D_Check"]["Choices"][0]["Next"] == "Done"  # skipping the last step ends the run
     retry = states["Step4_D"]["Retry"][-1]

@@ -171,3 +171,42 @@ def test_the_alert_is_sent_whether_or_not_the_error_has_a_cause(
     assert len(alerts) == 1
     assert caught["Error"] in alerts[0] and arn in alerts[0]
     assert caught.get("Cause", "Error") in alerts[0]
+
+
+def _parallel_pair(tmp_path: Path) -> dict[str, Any]:
+    steps = [
+        glue_step("a", 1, cloud={"glue_job": "tiny-{env}-a", "state": "Both"}),
+        glue_step("b", 2, cloud={"glue_job": "tiny-{env}-b", "state": "Both"}),
+        glue_step("c", 3, ("a", "b")),
+    ]
+    for job in ("tiny-dev-a", "tiny-dev-b", "tiny-dev-c"):
+        _create_job(job)
+    return _definition(tmp_path, steps)
+
+
+def test_a_failed_branch_lets_its_sibling_finish_then_fails_after_the_parallel(aws: MotoServer, tmp_path: Path) -> None:
+    """ "Parallel workflow state" (https://docs.aws.amazon.com/step-functions/latest/dg/state-parallel.html):
+    when a branch fails, the Parallel state fails and Step Functions stops the other branches (a `.sync`
+    Glue task stops its run). Each branch catches its own failure, so the sibling's run finishes."""
+    definition = _parallel_pair(tmp_path)
+    aws.glue_outcome("tiny-dev-a", "FAILED", error="[SourceMissing] no files")
+    aws.glue_outcome("tiny-dev-b", "SUCCEEDED", hold=True)
+    sfn, arn = _start(definition)
+
+    def a_failed() -> bool:
+        return any(e["type"] == "TaskFailed" for e in _history(sfn, arn))
+
+    _until(a_failed)
+    assert sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"  # b goes on
+    assert aws.release_glue(job_name="tiny-dev-b")
+    described = _finish(sfn, arn)
+    assert described["status"] == "FAILED" and described["error"] == "flywheel.StepFailed"
+    glue = boto3.client("glue")
+    assert [r["JobRunState"] for r in glue.get_job_runs(JobName="tiny-dev-b")["JobRuns"]] == ["SUCCEEDED"]
+    assert glue.get_job_runs(JobName="tiny-dev-c")["JobRuns"] == []  # nothing after the failed group
+
+
+def test_when_every_branch_succeeds_the_pipeline_goes_on(aws: MotoServer, tmp_path: Path) -> None:
+    sfn, arn = _start(_parallel_pair(tmp_path))
+    assert _finish(sfn, arn)["status"] == "SUCCEEDED"
+    assert len(boto3.client("glue").get_job_runs(JobName="tiny-dev-c")["JobRuns"]) == 1

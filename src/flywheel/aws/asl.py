@@ -9,7 +9,9 @@ Every Glue task is `glue:startJobRun.sync` with the step invocation in its job a
 `flywheel.aws.glue_entry`, plus the labels the Glue executor uses to re-attach to a run this execution
 left running), the spec's timeout and retry policy, and a `Catch` that publishes the failure to the SNS
 topic (step, error, execution ARN and the `flywheel sfn recover` command that continues it) and then
-fails.
+fails. Inside a `Parallel` the branch ends instead, marked failed, so its siblings finish (a failed branch
+would cancel them and stop their Glue runs); the group fails after the `Parallel` when a branch failed.
+Tasks retry Glue's throttling and internal errors, and wait for a job at its concurrent-run limit.
 
 The execution input may name keys to skip: `{"skip": ["addressable-split-and-part",
 "register-part-tables[addressable_ids]"]}` (a step id skips all its contexts). A `Choice` before every
@@ -37,6 +39,10 @@ SKIP_INPUT = "skip"
 """The execution-input field listing step ids and `step[context]` keys to skip."""
 SKIP_FLAGS = "flywheel_skip"
 """Where the definition keeps one boolean per step and per key, computed once from `skip`."""
+BRANCHES_FIELD = "flywheel_branches"
+"""Where a `Parallel` state puts its branches' outputs, then whether one of them failed."""
+BRANCH_FAILED = "flywheel.BranchFailed"
+"""The output of a branch whose task failed (and was reported): the branch ends, its siblings go on."""
 GLUE_HOME = "/tmp/flywheel"
 """What `{home}` means inside a Glue job started by Step Functions (scratch space only)."""
 EXECUTION_ARG = "--flywheel_execution"
@@ -284,15 +290,28 @@ def _task(
 
 
 def _failure_states(
-    spec: PipelineSpec, step: StepSpec, place: TaskPlacement, env_name: str, env: EnvironmentSpec
+    spec: PipelineSpec, step: StepSpec, place: TaskPlacement, env_name: str, env: EnvironmentSpec, *, in_branch: bool
 ) -> dict[str, dict[str, Any]]:
+    """`<task>_Notify` (when there is a topic) -> `<task>_Failed`: a `Fail` state, or inside a `Parallel`
+    branch a `Pass` that ends the branch with `BRANCH_FAILED`, so the sibling branches are not cancelled
+    (a failed branch fails the Parallel, which stops the other branches' Glue runs) and the group fails
+    after all of them ended."""
     fail_state = f"{place.task_state}_Failed"
     what = f"{spec.pipeline} ({env_name}): step {step.number} {place.key} failed in Glue job {place.glue_job}"
-    fail = {
-        "Type": "Fail",
-        "Error": "flywheel.StepFailed",
-        "Cause": f"{what}; recover with: {recover_command(env_name)}",
-    }
+    fail: dict[str, Any]
+    if in_branch:
+        fail = {
+            "Type": "Pass",
+            "Comment": f"{place.key} failed; the other branches finish, then {place.group} fails",
+            "Result": BRANCH_FAILED,
+            "End": True,
+        }
+    else:
+        fail = {
+            "Type": "Fail",
+            "Error": "flywheel.StepFailed",
+            "Cause": f"{what}; recover with: {recover_command(env_name)}",
+        }
     topic = _sns_topic_arn(env_name, env)
     if topic is None:
         return {fail_state: fail}
@@ -357,8 +376,35 @@ def _guarded_task(
         },
         place.task_state: _task(spec, step, place, env_name, env, next_state),
     }
-    states.update(_failure_states(spec, step, place, env_name, env))
+    states.update(_failure_states(spec, step, place, env_name, env, in_branch=next_state is None))
     return states
+
+
+def _join_states(
+    spec: PipelineSpec, group: str, numbers: Sequence[int], env_name: str, following: str
+) -> dict[str, dict[str, Any]]:
+    """After a `Parallel`: did a branch end with `BRANCH_FAILED`? Then fail here (every branch has ended
+    and reported), else go on. A Choice cannot call intrinsics, hence the Pass before it."""
+    steps = ", ".join(map(str, numbers))
+    return {
+        f"{group}_Outcome": {
+            "Type": "Pass",
+            "Parameters": {"failed.$": f"States.ArrayContains($.{BRANCHES_FIELD}, {_quote(BRANCH_FAILED)})"},
+            "ResultPath": f"$.{BRANCHES_FIELD}",
+            "Next": f"{group}_Join",
+        },
+        f"{group}_Join": {
+            "Type": "Choice",
+            "Choices": [{"Variable": f"$.{BRANCHES_FIELD}.failed", "BooleanEquals": True, "Next": f"{group}_Failed"}],
+            "Default": following,
+        },
+        f"{group}_Failed": {
+            "Type": "Fail",
+            "Error": "flywheel.StepFailed",
+            "Cause": f"{spec.pipeline} ({env_name}): step {steps} failed in {group} (the alert names the branch); "
+            f"recover with: {recover_command(env_name)}",
+        },
+    }
 
 
 def _critical_path_seconds(spec: PipelineSpec) -> float:
@@ -444,9 +490,10 @@ def export_asl(
             if len(members) > 1
             else f"step {members[0].number} once per context: {', '.join(members[0].contexts)}",
             "Branches": branches,
-            "ResultPath": None,
-            "Next": following,
+            "ResultPath": f"$.{BRANCHES_FIELD}",
+            "Next": f"{group}_Outcome",
         }
+        states.update(_join_states(spec, group, numbers, env_name, following))
     states["Done"] = {"Type": "Succeed"}
 
     name_problems: list[str] = []

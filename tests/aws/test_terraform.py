@@ -405,3 +405,14 @@ def test_writes_and_deletes_are_scoped_to_the_prefixes_the_pipeline_writes(docum
         assert decision("s3:GetObject", key), key
     for key in ("split_part/addressable_ids/id_part=0/part-0.parquet", "_flywheel/results/x.json", "er/x"):
         assert decision("s3:DeleteObject", key) and decision("s3:PutObject", key), key
+
+
+@pytest.mark.parametrize("env_name", ENVS)
+def test_stack_passes_alert_recipients_and_the_schedule_to_the_module(env_name: str) -> None:
+    """The walkthrough in docs/aws.md sets them on the stack (`-var alert_emails=...`); the module must
+    receive them, or the topic has no subscriber and no nightly run is scheduled."""
+    call = _module_call(env_name)
+    assert call["alert_emails"] == "${var.alert_emails}"
+    assert call["schedule_expression"] == "${var.schedule_expression}"
+    module_vars = {name for entry in _load(MODULE / "variables.tf")["variable"] for name in entry}
+    assert {"alert_emails", "schedule_expression"} <= module_vars

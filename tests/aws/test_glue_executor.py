@@ -414,26 +414,20 @@ def glue_state(job: str, run_id: str) -> str:
 
 
 @pytest.mark.e2e
-def test_resume_takes_a_journaled_run_that_succeeded_while_no_runner_watched(aws: MotoServer, tmp_path: Path) -> None:
-    """Issue 15.10: the orphan scan sees only active runs; the journaled id is asked for first."""
-    session, unwatched = _crashed_while_b_ran(aws, tmp_path, "SUCCEEDED")
+@pytest.mark.parametrize("b_ends", ["SUCCEEDED", "FAILED"])
+def test_resume_asks_glue_for_the_journaled_run_first(aws: MotoServer, tmp_path: Path, b_ends: str) -> None:
+    """Issue 15.10: the orphan scan sees only active runs; the journaled id is asked for first. A run
+    that SUCCEEDED while no runner watched is taken (no second StartJobRun); a FAILED one is not."""
+    session, unwatched = _crashed_while_b_ran(aws, tmp_path, b_ends)
     executor = GlueExecutor(spec=session.spec, env_name="dev", env=_env(session), **FAST)
     result = api.execute(session, PlanRequest(mode=Mode.RESUME), api.RunOptions(executor=executor))
 
     assert result.outcome is not None and result.outcome.value == "succeeded"
-    runs = boto3.client("glue").get_job_runs(JobName="tiny-dev-b")["JobRuns"]
-    assert [r["Id"] for r in runs] == [unwatched]  # no second StartJobRun
-    assert result.state.step(StepKey("b")).external_id == unwatched
-    log = next((tmp_path / "home" / "logs").glob(f"run-{result.run_id}/b.attempt-1.log")).read_text()
-    assert f"Glue run {unwatched}" in log and "instead of starting the step again" in log
-
-
-@pytest.mark.e2e
-def test_resume_starts_again_when_the_journaled_run_failed(aws: MotoServer, tmp_path: Path) -> None:
-    session, unwatched = _crashed_while_b_ran(aws, tmp_path, "FAILED")
-    executor = GlueExecutor(spec=session.spec, env_name="dev", env=_env(session), **FAST)
-    result = api.execute(session, PlanRequest(mode=Mode.RESUME), api.RunOptions(executor=executor))
-
-    assert result.outcome is not None and result.outcome.value == "succeeded"
-    runs = boto3.client("glue").get_job_runs(JobName="tiny-dev-b")["JobRuns"]
-    assert len(runs) == 2 and result.state.step(StepKey("b")).external_id != unwatched
+    runs = [r["Id"] for r in boto3.client("glue").get_job_runs(JobName="tiny-dev-b")["JobRuns"]]
+    taken = result.state.step(StepKey("b")).external_id
+    if b_ends == "SUCCEEDED":
+        assert runs == [unwatched] and taken == unwatched
+        log = next((tmp_path / "home" / "logs").glob(f"run-{result.run_id}/b.attempt-1.log")).read_text()
+        assert f"Glue run {unwatched}" in log and "instead of starting the step again" in log
+    else:
+        assert len(runs) == 2 and taken in runs and taken != unwatched

@@ -394,7 +394,9 @@ def _crashed_while_b_ran(aws: MotoServer, tmp_path: Path, b_ends: str) -> tuple[
         pipeline="tiny", step="b", context=None, run_id=run_id, attempt=1, env="dev",
         job="tests.support.jobs:noop", params=_params(session, "b"),
     )  # fmt: skip
-    aws.glue_outcome("tiny-dev-b", b_ends, error="[SourceMissing] gone")
+    # STOPPING is not a final state a rule can end in: hold the run, then release it into STOPPING
+    stopping = b_ends == "STOPPING"
+    aws.glue_outcome("tiny-dev-b", "STOPPED" if stopping else b_ends, error="[SourceMissing] gone", hold=stopping)
     unwatched = _start_as_dead_runner(crashed, "tiny-dev-b")
     with session.journal() as journal:
         now = time.time()
@@ -405,6 +407,8 @@ def _crashed_while_b_ran(aws: MotoServer, tmp_path: Path, b_ends: str) -> tuple[
             StepStarted(run_id=run_id, at=now + 2, step="b"),
             StepAttached(run_id=run_id, at=now + 2, step="b", attempt=1, external_id=unwatched),
         )
+    if stopping:
+        aws.release_glue(run_id=unwatched, state="STOPPING")
     _until(lambda: glue_state("tiny-dev-b", unwatched) == b_ends)
     return session, unwatched
 
@@ -414,10 +418,11 @@ def glue_state(job: str, run_id: str) -> str:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("b_ends", ["SUCCEEDED", "FAILED"])
+@pytest.mark.parametrize("b_ends", ["SUCCEEDED", "FAILED", "STOPPING"])
 def test_resume_asks_glue_for_the_journaled_run_first(aws: MotoServer, tmp_path: Path, b_ends: str) -> None:
     """Issue 15.10: the orphan scan sees only active runs; the journaled id is asked for first. A run
-    that SUCCEEDED while no runner watched is taken (no second StartJobRun); a FAILED one is not."""
+    that SUCCEEDED while no runner watched is taken (no second StartJobRun); a FAILED one is not, nor one
+    STOPPING ("Job runs": a stopping run never succeeds; it is ending, not running)."""
     session, unwatched = _crashed_while_b_ran(aws, tmp_path, b_ends)
     executor = GlueExecutor(spec=session.spec, env_name="dev", env=_env(session), **FAST)
     result = api.execute(session, PlanRequest(mode=Mode.RESUME), api.RunOptions(executor=executor))

@@ -12,7 +12,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: demo test lint typecheck unit e2e test-slow bench soak sync clean browser test-spark java bench-engines
+.PHONY: terraform-validate demo test lint typecheck unit e2e test-slow bench soak sync clean browser test-spark java bench-engines
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -43,7 +43,12 @@ unit: sync
 e2e: sync
 	$(RUN) pytest -q -m "e2e" -n 2 -p no:cacheprovider
 
-test: browser lint typecheck
+# `terraform validate` of infra/stacks/* when a terraform binary is on PATH, else a stated skip
+# (the HCL is parsed and checked against the exported definition by tests/aws/test_terraform.py always).
+terraform-validate:
+	@scripts/terraform-validate.sh
+
+test: browser lint typecheck terraform-validate
 	FLYWHEEL_REQUIRE_BROWSER=1 $(RUN) pytest -q -m "not slow and not spark" -n 2 -p no:cacheprovider
 
 # The Spark tier (docs/spark.md): the db-refresh jobs on PySpark 3.5, the AWS Glue 5.0 line, in a local

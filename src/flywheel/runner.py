@@ -39,6 +39,7 @@ from flywheel.journal import Journal
 from flywheel.params import resolve_outputs, resolve_params
 from flywheel.planner import Action, Plan
 from flywheel.spec import EnvironmentSpec, PipelineSpec, StepKey
+from flywheel.state import StepStatus, as_crashed, fold
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,10 @@ class Fingerprinter:
         return tuple({"uri": uri} for uri in declared) + tuple(reported)
 
 
+LINEAGE_LOOKBACK = 20
+"""How many runs up the lineage a step's unfinished backend runs are looked for."""
+
+
 @dataclass
 class Runner:
     spec: PipelineSpec
@@ -94,6 +99,24 @@ class Runner:
     def _pythonpath(self) -> tuple[str, ...]:
         source = self.spec.source_path
         return (str(Path(source).resolve().parent),) if source else ()
+
+    def _unfinished_backend_runs(self, run_id: int, key: StepKey) -> tuple[str, ...]:
+        """The backend run ids of `key` journaled by the runs this one continues, in attempts that never
+        ended (newest first); the walk up the lineage stops at the first run where `key` ended."""
+        found: list[str] = []
+        started = self.journal.run_started(run_id)
+        parent = started.parent_run if started else None
+        for _ in range(LINEAGE_LOOKBACK):
+            if parent is None:
+                break
+            state = as_crashed(fold(parent, self.journal.events(parent)))
+            step = state.steps.get(key)
+            if step is not None and step.status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+                break
+            if step is not None and step.status is StepStatus.INTERRUPTED and step.external_id:
+                found.append(step.external_id)
+            parent = state.started.parent_run if state.started else None
+        return tuple(found)
 
     def emit(self, *events: Event) -> None:
         """Journal first, then observers; a failing observer is journaled and never fails the run.
@@ -321,6 +344,7 @@ class Runner:
                     resources=resources,
                     on_attached=attached,
                     pythonpath=self._pythonpath,
+                    journaled_runs=self._unfinished_backend_runs(run_id, key) if attempt_no == 1 else (),
                 ),
                 self.cancel,
             )

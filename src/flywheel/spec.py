@@ -68,7 +68,7 @@ class RetryPolicy(_Frozen):
 class Resources(_Frozen):
     """Capacity settings. Not part of a step's fingerprint: raising them never makes a step stale."""
 
-    worker_type: str | None = Field(default=None, pattern=r"^(Standard|G\.\d+X|G\.025X|Z\.\d+X)$")
+    worker_type: str | None = Field(default=None, pattern=r"^(Standard|G\.\d+X|G\.025X|R\.\d+X|Z\.\d+X)$")
     workers: int | None = Field(default=None, ge=1)
     memory: str | None = Field(default=None, pattern=r"(?i)^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
     threads: int | None = Field(default=None, ge=1)

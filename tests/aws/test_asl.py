@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from flywheel.aws.asl import SKIP_FLAGS, export_asl, placements, to_json
+from flywheel.aws.asl import GLUE_TIMEOUT_MARGIN_SECONDS, SKIP_FLAGS, export_asl, placements, to_json
 from flywheel.errors import DefinitionError
 from flywheel.spec import EnvironmentSpec, PipelineSpec, StepKey, load_project
 
@@ -67,7 +67,8 @@ def test_db_refresh_shape_follows_the_runbook() -> None:
     assert args["--flywheel_env"] == "dev"
     assert args["--flywheel_execution.$"] == "$$.Execution.Id"
     assert json.loads(args["--flywheel_params"])["table"] == "infobase_attributes"
-    assert task["TimeoutSeconds"] == 1800
+    assert task["Parameters"]["Timeout"] == 30  # the step allows 1800 s
+    assert task["TimeoutSeconds"] == 1800 + GLUE_TIMEOUT_MARGIN_SECONDS
     assert task["Catch"][0]["Next"] == "Step2_RegisterPartTables_infobase_attributes_Notify"
     notify = next(b for b in step2["Branches"] if "infobase" in b["StartAt"])["States"][
         "Step2_RegisterPartTables_infobase_attributes_Notify"
@@ -96,9 +97,10 @@ def test_generic_grouping_fan_out_then_join() -> None:
     definition = export_asl(spec, "dev", EnvironmentSpec())
     states = definition["States"]
     assert states["ComputeSkipFlags"]["Next"] == "Both"
-    assert states["Both"]["Next"] == "Step3_C"
+    assert states["Both"]["Next"] == "Both_Outcome"
+    assert states["Both_Join"]["Default"] == "Step3_C"  # a failed branch goes to Both_Failed instead
     assert [b["StartAt"] for b in states["Step3_C"]["Branches"]] == ["Step3_C_x_Check", "Step3_C_y_Check"]
-    assert states["Step3_C"]["Next"] == "Step4_D_Check"
+    assert states["Step3_C_Join"]["Default"] == "Step4_D_Check"
     assert states["Step4_D"]["Next"] == "Done"
     assert states["Step4_D_Check"]["Choices"][0]["Next"] == "Done"  # skipping the last step ends the run
     retry = states["Step4_D"]["Retry"][-1]

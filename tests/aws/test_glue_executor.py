@@ -379,3 +379,60 @@ def _params(session: api.Session, step: str) -> dict[str, Any]:
     from flywheel.params import resolve_params
 
     return resolve_params(session.spec, StepKey(step), session.env_name, _env(session), str(session.home))
+
+
+def _crashed_while_b_ran(aws: MotoServer, tmp_path: Path, b_ends: str) -> tuple[api.Session, str]:
+    """A journal whose runner died while `b`'s Glue run (journaled by StepAttached) ran; the run then
+    ended `b_ends` with no one watching."""
+    path = tiny_aws_project(tmp_path / "p", steps=[glue_step("a", 1), glue_step("b", 2, ("a",))])
+    session = api.open_session(str(path), "dev", tmp_path / "home")
+    create_glue_jobs(session.spec, "dev")
+    create_bucket("tiny-dev-data")
+    with session.journal() as journal:
+        run_id = journal.new_run("tiny", "dev")
+    crashed = StepInvocation(
+        pipeline="tiny", step="b", context=None, run_id=run_id, attempt=1, env="dev",
+        job="tests.support.jobs:noop", params=_params(session, "b"),
+    )  # fmt: skip
+    # STOPPING is not a final state a rule can end in: hold the run, then release it into STOPPING
+    stopping = b_ends == "STOPPING"
+    aws.glue_outcome("tiny-dev-b", "STOPPED" if stopping else b_ends, error="[SourceMissing] gone", hold=stopping)
+    unwatched = _start_as_dead_runner(crashed, "tiny-dev-b")
+    with session.journal() as journal:
+        now = time.time()
+        journal.append(
+            RunStarted(run_id=run_id, at=now, pipeline="tiny", env="dev", definition=str(path)),
+            StepStarted(run_id=run_id, at=now, step="a"),
+            StepSucceeded(run_id=run_id, at=now + 1, step="a", duration=1.0),
+            StepStarted(run_id=run_id, at=now + 2, step="b"),
+            StepAttached(run_id=run_id, at=now + 2, step="b", attempt=1, external_id=unwatched),
+        )
+    if stopping:
+        aws.release_glue(run_id=unwatched, state="STOPPING")
+    _until(lambda: glue_state("tiny-dev-b", unwatched) == b_ends)
+    return session, unwatched
+
+
+def glue_state(job: str, run_id: str) -> str:
+    return str(boto3.client("glue").get_job_run(JobName=job, RunId=run_id)["JobRun"]["JobRunState"])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("b_ends", ["SUCCEEDED", "FAILED", "STOPPING"])
+def test_resume_asks_glue_for_the_journaled_run_first(aws: MotoServer, tmp_path: Path, b_ends: str) -> None:
+    """Issue 15.10: the orphan scan sees only active runs; the journaled id is asked for first. A run
+    that SUCCEEDED while no runner watched is taken (no second StartJobRun); a FAILED one is not, nor one
+    STOPPING ("Job runs": a stopping run never succeeds; it is ending, not running)."""
+    session, unwatched = _crashed_while_b_ran(aws, tmp_path, b_ends)
+    executor = GlueExecutor(spec=session.spec, env_name="dev", env=_env(session), **FAST)
+    result = api.execute(session, PlanRequest(mode=Mode.RESUME), api.RunOptions(executor=executor))
+
+    assert result.outcome is not None and result.outcome.value == "succeeded"
+    runs = [r["Id"] for r in boto3.client("glue").get_job_runs(JobName="tiny-dev-b")["JobRuns"]]
+    taken = result.state.step(StepKey("b")).external_id
+    if b_ends == "SUCCEEDED":
+        assert runs == [unwatched] and taken == unwatched
+        log = next((tmp_path / "home" / "logs").glob(f"run-{result.run_id}/b.attempt-1.log")).read_text()
+        assert f"Glue run {unwatched}" in log and "instead of starting the step again" in log
+    else:
+        assert len(runs) == 2 and taken in runs and taken != unwatched

@@ -173,6 +173,36 @@ def test_logs_of_a_glue_step_follow_and_grep(aws: MotoServer, tmp_path: Path) ->
     assert "registered 16 partitions" not in result.output
 
 
+def test_logs_of_a_glue_5_run_read_the_driver_and_executor_streams(aws: MotoServer, tmp_path: Path) -> None:
+    """Glue 5.0 names a run's streams `<JobRunId>-driver` and `<JobRunId>-<executor>` in both groups
+    ("Logging for AWS Glue jobs", glue/latest/dg/monitor-continuous-logging.html): all of them are
+    read and labelled, another run whose id shares the prefix is not, and a run with no stream yet is
+    said so once."""
+    session = _dev(tmp_path)
+    run_id = _journal_glue_run(session, "jr_5")
+    cloud = cloud_logs(session, run_id, "3")
+    assert cloud is not None
+    (notice,) = cloud.poll()
+    assert "no log stream jr_5-driver" in notice.message and GLUE_OUTPUT in notice.message
+    assert notice.source == "register-part-tables[addressable_ids] attempt 1"
+    assert cloud.poll() == []  # said once
+
+    _put(GLUE_OUTPUT, "jr_5-driver", "flywheel: db-refresh dev run 1")
+    _put(GLUE_ERROR, "jr_5-driver", "INFO SparkContext: Running Spark version 3.5.4")
+    _put(GLUE_ERROR, "jr_5-1", "INFO Executor: Starting executor ID 1")
+    _put(GLUE_OUTPUT, "jr_55-driver", "another run")
+    lines = cloud.poll()
+    by_source = {line.source: line.message for line in lines}
+    label = "register-part-tables[addressable_ids] attempt 1"
+    assert by_source == {
+        f"{label} glue driver": "flywheel: db-refresh dev run 1",
+        f"{label} glue-error driver": "INFO SparkContext: Running Spark version 3.5.4",
+        f"{label} glue-error 1": "INFO Executor: Starting executor ID 1",
+    }
+    _put(GLUE_ERROR, "jr_5-1", "INFO Executor: finished task 0.0")
+    assert [line.message for line in cloud.poll()] == ["INFO Executor: finished task 0.0"]
+
+
 def test_logs_of_an_imported_execution(aws: MotoServer, tmp_path: Path) -> None:
     session = _dev(tmp_path)
     arn = f"arn:aws:states:us-east-1:{ACCOUNT}:execution:omc-flywheel-dev-db-refresh:run-7"

@@ -11,7 +11,7 @@ patching flywheel.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from flywheel.pipelines.db_refresh.jobs import (
     prepare_part_tables,
     register_part_tables,
 )
+from flywheel.pipelines.db_refresh.storage import S3Storage, StoredFile
 from tests.aws.resources import create_bucket
 from tests.support.moto_server import MotoServer
 
@@ -267,6 +268,48 @@ def test_a_failed_commit_leaves_the_previous_output_readable(aws: MotoServer, s3
     listed = {f"id_part={v}/{f}" for v, p in committed.partitions.items() for f in p.files}
     assert _keys(target) == sorted({*listed, "_manifest.json"})
     assert _rows(params, target) == rows
+
+
+def test_two_commits_at_once_one_wins_and_the_other_fails_clearly(
+    aws: MotoServer, s3_params: dict[str, Any], tmp_path: Path
+) -> None:
+    """The manifest PUT is conditional (If-Match the manifest the commit started from, If-None-Match: *
+    for a first commit; "Add preconditions to S3 operations with conditional requests", S3 user guide):
+    a commit that another one overtook between its uploads and its manifest fails with
+    `concurrent-commit`, takes its files back, and the winner's output stands whole."""
+    params = s3_params
+    target = _split(params, "addressable_ids")
+    _run(addressable_split.run, params, "addressable-split-and-part")
+    first = _text(f"{target}/_manifest.json")
+    loser_file = tmp_path / "part-0.parquet"
+    loser_file.write_bytes(b"not a winner")
+
+    def overtaken(stored: Mapping[str, StoredFile]) -> str:
+        # a second writer (the real step-1 job) commits the same output while this commit is half-way
+        _run(addressable_split.run, params, "addressable-split-and-part")
+        return json.dumps({"files": sorted(stored)})
+
+    with pytest.raises(JobError) as lost:
+        S3Storage().commit(target, {"id_part=0/loser-part-0.parquet": loser_file}, overtaken)
+    assert lost.value.error_type == "concurrent-commit"
+    assert "replaced by another commit" in str(lost.value) and "rerun the step" in str(lost.value)
+    winner = engine.read_manifest(target)
+    assert winner is not None and _text(f"{target}/_manifest.json") != first
+    listed = {f"id_part={v}/{f}" for v, p in winner.partitions.items() for f in p.files}
+    assert _keys(target) == sorted({*listed, "_manifest.json"})  # the loser's file is gone
+
+    # two first commits of a new output: If-None-Match: * lets only one create the manifest
+    fresh = f"s3://{BUCKET}/race/fresh"
+
+    def first_overtaken(stored: Mapping[str, StoredFile]) -> str:
+        S3Storage().commit(fresh, {"id_part=0/winner-part-0.parquet": loser_file}, lambda s: '{"winner": true}')
+        return '{"winner": false}'
+
+    with pytest.raises(JobError) as lost_first:
+        S3Storage().commit(fresh, {"id_part=0/second-part-0.parquet": loser_file}, first_overtaken)
+    assert lost_first.value.error_type == "concurrent-commit"
+    assert json.loads(_text(f"{fresh}/_manifest.json")) == {"winner": True}
+    assert _keys(fresh) == ["_manifest.json", "id_part=0/winner-part-0.parquet"]
 
 
 def test_s3_roots_with_the_local_catalog_are_refused_clearly(s3_params: dict[str, Any], tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ of step 3, a sibling branch still running, TIMED_OUT and ABORTED executions; loc
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -107,12 +108,24 @@ def test_failed_context_recovered_locally(world: World) -> None:
         assert len(journal.runs()) == runs_after
 
 
+def _branch_failed(world: World, arn: str) -> bool:
+    events = world.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return any(e["type"] == "TaskFailed" for e in events)
+
+
 def test_sibling_branch_still_running_is_reattached_not_rerun(world: World) -> None:
+    """The failed branch no longer cancels its sibling (the execution waits for it); an operator who
+    aborts the execution meanwhile leaves the sibling's Glue run going on, and recovery re-attaches."""
     world.hold("infobase-split-and-part")
     world.fail("addressable-split-and-part")
     arn = world.start("nightly")
     held = world.wait_until_glue_running("infobase-split-and-part")
-    assert world.wait(arn) == "FAILED"
+    deadline = time.monotonic() + 20
+    while not _branch_failed(world, arn) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert world.sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
+    world.sfn.stop_execution(executionArn=arn, error="Operator", cause="stop for tonight")
+    assert world.wait(arn) == "ABORTED"
     session, clients = world.session, ops.connect(world.session)
 
     recovery = ops.plan_recovery(session, clients, arn)
@@ -139,8 +152,9 @@ def test_sibling_that_finished_after_the_failure_counts_as_done(world: World) ->
     world.fail("addressable-split-and-part")
     arn = world.start("nightly")
     world.wait_until_glue_running("infobase-split-and-part")
-    assert world.wait(arn) == "FAILED"
     world.release("infobase-split-and-part")
+    assert world.wait(arn) == "FAILED"  # after the Parallel, once both branches ended
+    assert len(world.alerts()) == 1
     recovery = ops.plan_recovery(world.session, ops.connect(world.session), arn)
     assert _actions(recovery)["reuse"] == ["infobase-split-and-part"]
 

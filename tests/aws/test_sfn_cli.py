@@ -145,9 +145,30 @@ def test_redrive_is_explained_when_the_definition_changed(
     assert "--in-aws" in err
 
 
-def test_redrive_when_possible(world: World) -> None:
+def test_redrive_is_refused_when_the_failed_task_was_caught(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Redriving executions" (Step Functions developer guide): a redrive restarts from the states without
+    an `...Exited` event. The exported definition catches a task's error, alerts and ends in a Fail state:
+    a redrive would rerun only that Fail state, so it is refused with the reason."""
     world.fail("prepare-part-tables")
     arn = world.execute("nightly")
+    session = world.session
+    clients = ops.connect(session)
+    check = ops.check_redrive(session, clients, ops.plan_recovery(session, clients, arn).record)
+    assert [p for p in check.problems if "Fail state Step3_PreparePartTables_Failed" in p], check.problems
+    code, _, err = flywheel(capsys, monkeypatch, "sfn", "recover", arn, "--env", "dev", "--redrive")
+    assert code == 2 and "without rerunning the Glue task" in err
+
+
+def test_redrive_when_possible(world: World) -> None:
+    """An aborted execution stopped inside the task (no Exited event): a redrive reruns that task."""
+    world.hold("prepare-part-tables", state="FAILED")
+    arn = world.start("nightly")
+    world.wait_until_glue_running("prepare-part-tables")
+    world.sfn.stop_execution(executionArn=arn, error="Operator", cause="stopped for the night")
+    assert world.wait(arn) == "ABORTED"
+    world.release("prepare-part-tables")
     session = world.session
     clients = ops.connect(session)
     recovery = ops.plan_recovery(session, clients, arn)
@@ -156,15 +177,33 @@ def test_redrive_when_possible(world: World) -> None:
     aged = ops.check_redrive(session, clients, recovery.record, now=recovery.record.started_at + 15 * 86400)
     assert any("only within 14 days" in p for p in aged.problems)
 
-    stubbed = boto3.client("stepfunctions")
+
+def test_each_redrive_has_its_own_idempotency_token() -> None:
+    """RedriveExecution's `clientToken` makes a repeated call one redrive; a second redrive (the first
+    failed again, `redriveCount` 1) must not reuse the first one's token (moto lacks RedriveExecution)."""
+    arn = "arn:aws:states:us-east-1:123456789012:execution:m:nightly"
+    stubbed = boto3.client("stepfunctions", region_name="us-east-1")
+    tokens: list[str] = []
+    stubbed.meta.events.register(
+        "provide-client-params.stepfunctions.RedriveExecution", lambda params, **_: tokens.append(params["clientToken"])
+    )
     with Stubber(stubbed) as stub:
-        stub.add_response(
-            "redrive_execution",
-            {"redriveDate": "2026-01-01T00:00:00Z"},
-            {"executionArn": arn, "clientToken": ANY},
-        )
-        ops.redrive(stubbed, arn)
+        for count in (0, 0, 1):
+            described = {
+                "executionArn": arn,
+                "stateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:m",
+                "status": "FAILED",
+                "startDate": "2026-01-01T00:00:00Z",
+                "redriveCount": count,
+            }
+            stub.add_response("describe_execution", described, {"executionArn": arn})
+            stub.add_response(
+                "redrive_execution", {"redriveDate": "2026-01-01T00:00:00Z"}, {"executionArn": arn, "clientToken": ANY}
+            )
+            ops.redrive(stubbed, arn)
         stub.assert_no_pending_responses()
+    assert tokens[0] == tokens[1]  # the same redrive asked twice
+    assert tokens[2] != tokens[0]  # the next redrive
 
 
 def test_export_writes_the_file_terraform_deploys(

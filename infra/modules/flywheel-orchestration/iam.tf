@@ -1,7 +1,8 @@
 # Three roles, each allowed exactly what its caller does (tests/aws/test_terraform.py records every AWS
 # action flywheel and the state machine call against moto and checks each is allowed here):
 #   state_machine  what the exported definition calls: Glue job runs, SNS, its log delivery
-#   glue_job       what the job code reads and writes: the data bucket, the catalog, its logs
+#   glue_job       what the job code reads and writes: the data bucket (writes and deletes only under
+#                  var.written_prefixes, never under var.source_prefixes), the catalog, its logs
 #   operator       what `flywheel` calls from an operator's machine: run, recover, check, logs, lock
 
 # -- the state machine -------------------------------------------------------------------------
@@ -26,6 +27,11 @@ data "aws_iam_policy_document" "state_machine" {
     sid       = "Alerts"
     actions   = ["sns:Publish"]
     resources = [aws_sns_topic.alerts.arn]
+  }
+  statement {
+    sid       = "AlertsKey" # publishing to the encrypted topic
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.flywheel.arn]
   }
   statement {
     sid = "LogDelivery"
@@ -68,9 +74,30 @@ data "aws_iam_policy_document" "glue_job_assume" {
 
 data "aws_iam_policy_document" "glue_job" {
   statement {
-    sid       = "Data"
-    actions   = ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:GetBucketLocation"]
-    resources = local.data_arns
+    sid       = "DataList"
+    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
+    resources = [local.bucket_arn]
+  }
+  statement {
+    sid       = "DataRead"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.bucket_arn}/*"]
+  }
+  statement {
+    sid       = "DataWrite" # only where the pipeline writes: never raw/ or config/, never bucket-wide
+    actions   = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    resources = local.written_arns
+  }
+  statement {
+    sid       = "SourcesAreReadOnly" # whatever else is attached to the role
+    effect    = "Deny"
+    actions   = ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration"]
+    resources = local.source_arns
+  }
+  statement {
+    sid       = "Key" # the bucket, topic and logs are encrypted with the stack's key (operations.tf)
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
+    resources = [aws_kms_key.flywheel.arn]
   }
   statement {
     sid = "Catalog"
@@ -94,6 +121,19 @@ data "aws_iam_policy_document" "glue_job" {
       "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:database/${var.glue_database}",
       "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:table/${var.glue_database}/*",
     ]
+  }
+  statement {
+    sid     = "DefaultDatabase" # Spark with --enable-glue-datacatalog reads `default` at start-up
+    actions = ["glue:GetDatabase", "glue:GetDatabases"]
+    resources = [
+      "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:catalog",
+      "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:database/default",
+    ]
+  }
+  statement {
+    sid       = "LakeFormation" # credentials for the registered location (lakeformation.tf)
+    actions   = ["lakeformation:GetDataAccess"]
+    resources = ["*"]
   }
   statement {
     sid       = "JobLogs"
@@ -188,9 +228,30 @@ data "aws_iam_policy_document" "operator" {
     resources = ["*"]
   }
   statement {
-    sid       = "Data"
-    actions   = ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:GetBucketLocation"]
-    resources = local.data_arns
+    sid       = "DataList"
+    actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
+    resources = [local.bucket_arn]
+  }
+  statement {
+    sid       = "DataRead"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.bucket_arn}/*"]
+  }
+  statement {
+    sid       = "DataWrite" # only where the pipeline writes: never raw/ or config/, never bucket-wide
+    actions   = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    resources = local.written_arns
+  }
+  statement {
+    sid       = "SourcesAreReadOnly" # whatever else is attached to the role
+    effect    = "Deny"
+    actions   = ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration"]
+    resources = local.source_arns
+  }
+  statement {
+    sid       = "Key" # the bucket, topic and logs are encrypted with the stack's key (operations.tf)
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
+    resources = [aws_kms_key.flywheel.arn]
   }
   statement {
     sid       = "Lock"

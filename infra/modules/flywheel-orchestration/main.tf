@@ -2,20 +2,32 @@
 # definition, a Glue job per step, the alert topic, the log group, the cross-machine lock and the roles.
 
 locals {
-  prefix    = "omc-flywheel-${var.env}"
-  job_arns  = [for job in aws_glue_job.step : job.arn]
-  data_arns = ["arn:aws:s3:::${var.data_bucket}", "arn:aws:s3:::${var.data_bucket}/*"]
+  prefix       = "omc-flywheel-${var.env}"
+  job_arns     = [for job in aws_glue_job.step : job.arn]
+  bucket_arn   = "arn:aws:s3:::${var.data_bucket}"
+  written_arns = [for p in var.written_prefixes : "${local.bucket_arn}/${p}*"]
+  source_arns  = [for p in var.source_prefixes : "${local.bucket_arn}/${p}*"]
 }
 
 data "aws_caller_identity" "current" {}
 
 resource "aws_sns_topic" "alerts" {
-  name = var.sns_topic_name
+  name              = var.sns_topic_name
+  kms_master_key_id = aws_kms_key.flywheel.arn
 }
 
 resource "aws_cloudwatch_log_group" "state_machine" {
   name              = "/aws/vendedlogs/states/${var.state_machine_name}"
   retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.flywheel.arn
+}
+
+# The catalog database the jobs register part tables in (aws/catalog.py refuses to create it on AWS:
+# `database-missing` names this stack).
+resource "aws_glue_catalog_database" "data" {
+  name         = var.glue_database
+  description  = "omc-flywheel ${var.env}: part tables registered by db-refresh"
+  location_uri = "s3://${var.data_bucket}/"
 }
 
 resource "aws_dynamodb_table" "lock" {
@@ -47,6 +59,8 @@ resource "aws_glue_job" "step" {
   worker_type       = each.value.worker_type
   number_of_workers = each.value.workers
   timeout           = each.value.timeout_minutes
+  # S3 writes and bookmarks encrypted with the stack's key (operations.tf)
+  security_configuration = aws_glue_security_configuration.jobs.name
 
   command {
     name            = "glueetl"
@@ -83,4 +97,8 @@ resource "aws_sfn_state_machine" "db_refresh" {
     include_execution_data = true
     level                  = "ALL"
   }
+
+  # CreateStateMachine checks that the role may deliver logs ("not authorized to access the Log
+  # Destination"): the role's policy must exist first, and Terraform only knows that when told.
+  depends_on = [aws_iam_role_policy.state_machine]
 }

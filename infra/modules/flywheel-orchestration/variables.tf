@@ -69,3 +69,60 @@ variable "log_retention_days" {
   type    = number
   default = 90
 }
+
+variable "lake_formation" {
+  description = "The account governs the Glue catalog with Lake Formation: register the bucket and grant the roles (lakeformation.tf)."
+  type        = bool
+  default     = true
+}
+
+variable "source_prefixes" {
+  description = "Prefixes of the data bucket others deliver (raw/, config/): read by the jobs, deleted by no one here."
+  type        = list(string)
+  default     = ["raw/", "config/"]
+}
+
+variable "written_prefixes" {
+  description = "Prefixes the steps and flywheel write and replace (and so may delete under)."
+  type        = list(string)
+  default     = ["split_part/", "er/", "reports/", "_flywheel/"]
+}
+
+variable "staging_prefix" {
+  description = "Job results and run scratch: expired after staging_days by the bucket's lifecycle."
+  type        = string
+  default     = "_flywheel/results/"
+}
+
+variable "staging_days" {
+  type    = number
+  default = 30
+}
+
+variable "noncurrent_version_days" {
+  description = "How long an overwritten or deleted object version is kept (undo window)."
+  type        = number
+  default     = 30
+}
+
+variable "glue_log_retention_days" {
+  type    = number
+  default = 30
+}
+
+variable "schedule_expression" {
+  description = "EventBridge Scheduler expression of the nightly run, e.g. cron(0 2 * * ? *); null: no schedule."
+  type        = string
+  default     = null
+}
+
+variable "schedule_timezone" {
+  type    = string
+  default = "UTC"
+}
+
+variable "alert_emails" {
+  description = "Addresses subscribed to the alert topic (each confirms by email)."
+  type        = list(string)
+  default     = []
+}

@@ -34,6 +34,18 @@ variable "operator_principals" {
   type        = list(string)
 }
 
+variable "alert_emails" {
+  description = "Who receives the alerts (failed, timed-out or aborted executions, failed Glue runs, alarms)."
+  type        = list(string)
+  default     = []
+}
+
+variable "schedule_expression" {
+  description = "The nightly run, e.g. \"cron(0 2 * * ? *)\" (EventBridge Scheduler, UTC); null: started by hand."
+  type        = string
+  default     = null
+}
+
 module "orchestration" {
   source = "../../modules/flywheel-orchestration"
 
@@ -48,6 +60,8 @@ module "orchestration" {
   glue_artifacts_prefix = "s3://omc-flywheel-prod-data/_flywheel/glue/${var.flywheel_version}"
   flywheel_version      = var.flywheel_version
   operator_principals   = var.operator_principals
+  alert_emails          = var.alert_emails
+  schedule_expression   = var.schedule_expression
   log_retention_days    = 365
 
   glue_jobs = {

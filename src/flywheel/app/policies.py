@@ -138,7 +138,7 @@ _SETTING_FIX = {
     "workers": "a whole number of at least 1, e.g. workers=10",
     "threads": "a whole number of at least 1, e.g. threads=4",
     "memory": "a size with its unit, e.g. memory=3GB or memory=1500MB",
-    "worker_type": "a Glue worker type, e.g. worker_type=G.2X (Standard, G.025X, G.1X, G.2X, G.4X, G.8X, Z.2X)",
+    "worker_type": "a Glue worker type, e.g. worker_type=G.2X (Standard, G.025X, G.1X-G.16X, R.1X-R.8X, Z.2X)",
 }
 
 

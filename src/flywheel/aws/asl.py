@@ -9,7 +9,9 @@ Every Glue task is `glue:startJobRun.sync` with the step invocation in its job a
 `flywheel.aws.glue_entry`, plus the labels the Glue executor uses to re-attach to a run this execution
 left running), the spec's timeout and retry policy, and a `Catch` that publishes the failure to the SNS
 topic (step, error, execution ARN and the `flywheel sfn recover` command that continues it) and then
-fails.
+fails. Inside a `Parallel` the branch ends instead, marked failed, so its siblings finish (a failed branch
+would cancel them and stop their Glue runs); the group fails after the `Parallel` when a branch failed.
+Tasks retry Glue's throttling and internal errors, and wait for a job at its concurrent-run limit.
 
 The execution input may name keys to skip: `{"skip": ["addressable-split-and-part",
 "register-part-tables[addressable_ids]"]}` (a step id skips all its contexts). A `Choice` before every
@@ -37,17 +39,35 @@ SKIP_INPUT = "skip"
 """The execution-input field listing step ids and `step[context]` keys to skip."""
 SKIP_FLAGS = "flywheel_skip"
 """Where the definition keeps one boolean per step and per key, computed once from `skip`."""
+BRANCHES_FIELD = "flywheel_branches"
+"""Where a `Parallel` state puts its branches' outputs, then whether one of them failed."""
+BRANCH_FAILED = "flywheel.BranchFailed"
+"""The output of a branch whose task failed (and was reported): the branch ends, its siblings go on."""
 GLUE_HOME = "/tmp/flywheel"
 """What `{home}` means inside a Glue job started by Step Functions (scratch space only)."""
 EXECUTION_ARG = "--flywheel_execution"
 """The Step Functions execution that started a Glue run (`$$.Execution.Id`)."""
 EXECUTION_MARGIN_SECONDS = 3600
 """Added to the critical path of step timeouts to bound a stuck execution."""
+GLUE_TIMEOUT_MARGIN_SECONDS = 600
+"""How much longer a task waits than its Glue run may last: Glue ends the run at its `Timeout` (whole
+minutes) and needs time to report TIMEOUT; a task that gave up first would leave the run going on while
+the execution has already failed, and the alert would name `States.Timeout` instead of Glue's error."""
 TRANSIENT_GLUE_ERRORS = (
     "Glue.ThrottlingException",
     "Glue.InternalServiceException",
     "Glue.OperationTimeoutException",
 )
+CONCURRENCY_ERROR = "Glue.ConcurrentRunsExceededException"
+"""What a Glue task fails with when its job already runs `MaxConcurrentRuns` runs (most jobs allow one)."""
+CONCURRENCY_RETRY: Mapping[str, Any] = {
+    "IntervalSeconds": 60,
+    "MaxAttempts": 8,
+    "BackoffRate": 2.0,
+    "MaxDelaySeconds": 600,
+}
+"""Wait for the other run to end: 1 min, then doubling up to 10 min between tries, 55 min in all (the
+Glue executor waits as long: `GlueExecutor.concurrency_wait_seconds`)."""
 _STATE_NAME_MAX = 80
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -175,9 +195,22 @@ def _format(pieces: Sequence[str], *paths: str) -> str:
     return f"States.Format('{template}', {', '.join(paths)})"
 
 
+def _glue_timeout_minutes(step: StepSpec) -> int | None:
+    """The Glue run's `Timeout` (whole minutes, rounded up; Glue has no finer unit)."""
+    return None if step.timeout is None else max(1, math.ceil(step.timeout / 60))
+
+
+def task_timeout_seconds(glue_minutes: int) -> int:
+    """The task's `TimeoutSeconds`: the Glue run's own limit and a margin, so Glue always ends first."""
+    return glue_minutes * 60 + GLUE_TIMEOUT_MARGIN_SECONDS
+
+
 def _retry(step: StepSpec) -> list[dict[str, Any]]:
+    # Step Functions uses the first retrier whose ErrorEquals matches, and `States.TaskFailed` matches
+    # the Glue errors too: the specific rules come first.
     retries: list[dict[str, Any]] = [
-        {"ErrorEquals": list(TRANSIENT_GLUE_ERRORS), "IntervalSeconds": 30, "MaxAttempts": 3, "BackoffRate": 2.0}
+        {"ErrorEquals": list(TRANSIENT_GLUE_ERRORS), "IntervalSeconds": 30, "MaxAttempts": 3, "BackoffRate": 2.0},
+        {"ErrorEquals": [CONCURRENCY_ERROR], **CONCURRENCY_RETRY},
     ]
     policy = step.retry
     if policy.attempts > 1:
@@ -232,8 +265,9 @@ def _task(
     if step.resources.worker_type or step.resources.workers:
         parameters["WorkerType"] = step.resources.worker_type or "G.1X"
         parameters["NumberOfWorkers"] = step.resources.workers or 2
-    if step.timeout is not None:
-        parameters["Timeout"] = max(1, math.ceil(step.timeout / 60))
+    glue_minutes = _glue_timeout_minutes(step)
+    if glue_minutes is not None:
+        parameters["Timeout"] = glue_minutes
     task: dict[str, Any] = {
         "Type": "Task",
         "Comment": f"step {step.number}: {step.title} ({place.key})",
@@ -241,8 +275,8 @@ def _task(
         "Parameters": parameters,
         "ResultPath": None,
     }
-    if step.timeout is not None:
-        task["TimeoutSeconds"] = max(1, math.ceil(step.timeout))
+    if glue_minutes is not None:
+        task["TimeoutSeconds"] = task_timeout_seconds(glue_minutes)
     task["Retry"] = _retry(step)
     handler = (
         f"{place.task_state}_Notify" if _sns_topic_arn(env_name, env) is not None else f"{place.task_state}_Failed"
@@ -256,28 +290,42 @@ def _task(
 
 
 def _failure_states(
-    spec: PipelineSpec, step: StepSpec, place: TaskPlacement, env_name: str, env: EnvironmentSpec
+    spec: PipelineSpec, step: StepSpec, place: TaskPlacement, env_name: str, env: EnvironmentSpec, *, in_branch: bool
 ) -> dict[str, dict[str, Any]]:
+    """`<task>_Notify` (when there is a topic) -> `<task>_Failed`: a `Fail` state, or inside a `Parallel`
+    branch a `Pass` that ends the branch with `BRANCH_FAILED`, so the sibling branches are not cancelled
+    (a failed branch fails the Parallel, which stops the other branches' Glue runs) and the group fails
+    after all of them ended."""
     fail_state = f"{place.task_state}_Failed"
     what = f"{spec.pipeline} ({env_name}): step {step.number} {place.key} failed in Glue job {place.glue_job}"
-    fail = {
-        "Type": "Fail",
-        "Error": "flywheel.StepFailed",
-        "Cause": f"{what}; recover with: {recover_command(env_name)}",
-    }
+    fail: dict[str, Any]
+    if in_branch:
+        fail = {
+            "Type": "Pass",
+            "Comment": f"{place.key} failed; the other branches finish, then {place.group} fails",
+            "Result": BRANCH_FAILED,
+            "End": True,
+        }
+    else:
+        fail = {
+            "Type": "Fail",
+            "Error": "flywheel.StepFailed",
+            "Cause": f"{what}; recover with: {recover_command(env_name)}",
+        }
     topic = _sns_topic_arn(env_name, env)
     if topic is None:
         return {fail_state: fail}
+    # `$.error` is what the Catch caught: `Error` always, `Cause` only when the failure had one (a
+    # `States.Timeout` or a runtime error may not). A path to a missing field fails the state with
+    # States.Runtime, and then no alert is sent at all: the whole object is rendered instead.
     message = _format(
         [
             f"{what}. Error: ",
-            ". Cause: ",
             ". Execution: ",
             ". Recover with: flywheel sfn recover ",
             f" --env {env_name}",
         ],
-        "$.error.Error",
-        "$.error.Cause",
+        "States.JsonToString($.error)",
         "$$.Execution.Id",
         "$$.Execution.Id",
     )
@@ -328,14 +376,42 @@ def _guarded_task(
         },
         place.task_state: _task(spec, step, place, env_name, env, next_state),
     }
-    states.update(_failure_states(spec, step, place, env_name, env))
+    states.update(_failure_states(spec, step, place, env_name, env, in_branch=next_state is None))
     return states
+
+
+def _join_states(
+    spec: PipelineSpec, group: str, numbers: Sequence[int], env_name: str, following: str
+) -> dict[str, dict[str, Any]]:
+    """After a `Parallel`: did a branch end with `BRANCH_FAILED`? Then fail here (every branch has ended
+    and reported), else go on. A Choice cannot call intrinsics, hence the Pass before it."""
+    steps = ", ".join(map(str, numbers))
+    return {
+        f"{group}_Outcome": {
+            "Type": "Pass",
+            "Parameters": {"failed.$": f"States.ArrayContains($.{BRANCHES_FIELD}, {_quote(BRANCH_FAILED)})"},
+            "ResultPath": f"$.{BRANCHES_FIELD}",
+            "Next": f"{group}_Join",
+        },
+        f"{group}_Join": {
+            "Type": "Choice",
+            "Choices": [{"Variable": f"$.{BRANCHES_FIELD}.failed", "BooleanEquals": True, "Next": f"{group}_Failed"}],
+            "Default": following,
+        },
+        f"{group}_Failed": {
+            "Type": "Fail",
+            "Error": "flywheel.StepFailed",
+            "Cause": f"{spec.pipeline} ({env_name}): step {steps} failed in {group} (the alert names the branch); "
+            f"recover with: {recover_command(env_name)}",
+        },
+    }
 
 
 def _critical_path_seconds(spec: PipelineSpec) -> float:
     longest: dict[str, float] = {}
     for step in spec.topological_steps:
-        own = (step.timeout or 0.0) * step.retry.attempts
+        minutes = _glue_timeout_minutes(step)
+        own = (task_timeout_seconds(minutes) if minutes is not None else 0.0) * step.retry.attempts
         longest[step.id] = own + max((longest[d] for d in step.depends_on), default=0.0)
     return max(longest.values(), default=0.0)
 
@@ -414,9 +490,10 @@ def export_asl(
             if len(members) > 1
             else f"step {members[0].number} once per context: {', '.join(members[0].contexts)}",
             "Branches": branches,
-            "ResultPath": None,
-            "Next": following,
+            "ResultPath": f"$.{BRANCHES_FIELD}",
+            "Next": f"{group}_Outcome",
         }
+        states.update(_join_states(spec, group, numbers, env_name, following))
     states["Done"] = {"Type": "Succeed"}
 
     name_problems: list[str] = []

@@ -1,7 +1,11 @@
 """CloudWatch logs of a run's AWS side: its Glue job runs and its Step Functions execution.
 
-Glue writes a job run's driver output to `/aws-glue/jobs/output` and its errors to
-`/aws-glue/jobs/error`, each in a stream named after the JobRunId; a Step Functions execution logs to
+Glue writes a job run's stdout and stderr to `/aws-glue/jobs/output` and its system and Spark logs to
+`/aws-glue/jobs/error`. On Glue 5.0 a run has one stream per process, `<JobRunId>-driver` and
+`<JobRunId>-<executor number>` ("Logging for AWS Glue jobs", glue/latest/dg/monitor-continuous-logging.html);
+older versions wrote one stream named exactly the JobRunId. So a run's streams are found by the prefix
+`<JobRunId>` (`DescribeLogStreams`), each read on its own and labelled with its process; when none
+exists yet, `poll()` says so once instead of returning nothing. A Step Functions execution logs to
 the state machine's vended group `/aws/vendedlogs/states/{state machine}` (for db-refresh:
 `omc-flywheel-{env}-db-refresh`). Every JobRunId of a run is in the journal (`StepAttached`), so the
 logs of any step and attempt are found without the console.
@@ -45,9 +49,25 @@ class LogLine:
 
 @dataclass(frozen=True)
 class GlueStream:
+    """The streams of one Glue run in one group: every stream whose name starts with `stream` (the
+    JobRunId)."""
+
     label: str
     group: str
     stream: str
+
+
+@dataclass(frozen=True)
+class _Found:
+    """One CloudWatch stream of a run (`<JobRunId>-driver`, `<JobRunId>-3` or `<JobRunId>`)."""
+
+    run: GlueStream
+    name: str
+
+    @property
+    def label(self) -> str:
+        process = self.name[len(self.run.stream) :].lstrip("-")
+        return f"{self.run.label} {process}" if process else self.run.label
 
 
 @dataclass
@@ -59,27 +79,71 @@ class CloudLogCursor:
     execution_group: str | None = None
     execution_arn: str | None = None
     pattern: re.Pattern[str] | None = None
-    _tokens: dict[GlueStream, str] = field(default_factory=dict)
+    _tokens: dict[_Found, str] = field(default_factory=dict)
     _since: int = 0
     _seen: set[str] = field(default_factory=set)
+    _told_missing: set[str] = field(default_factory=set)
 
     def poll(self) -> list[LogLine]:
         lines: list[LogLine] = []
-        for stream in self.streams:
-            lines += self._read_stream(stream)
+        silent: dict[str, list[GlueStream]] = {}
+        for run in self.streams:
+            found = self._find_streams(run)
+            silent.setdefault(run.stream, [])
+            if not found:
+                silent[run.stream].append(run)
+            for stream in found:
+                lines += self._read_stream(stream)
+        for run_id, groups in silent.items():
+            if groups and len(groups) == sum(1 for s in self.streams if s.stream == run_id):
+                lines += self._missing(groups)
         if self.execution_group and self.execution_arn:
             lines += self._read_execution()
         lines.sort(key=lambda line: line.timestamp)
         return [line for line in lines if self.pattern is None or self.pattern.search(line.message)]
 
-    def _read_stream(self, stream: GlueStream) -> list[LogLine]:
+    def _find_streams(self, run: GlueStream) -> list[_Found]:
+        """The run's streams in the group (none while the run has not written, or the group is absent)."""
+        from botocore.exceptions import ClientError
+
+        from flywheel.aws.session import error_code
+
+        names: list[str] = []
+        try:
+            pages = self.client.get_paginator("describe_log_streams").paginate(
+                logGroupName=run.group, logStreamNamePrefix=run.stream
+            )
+            for page in pages:
+                names += [str(s["logStreamName"]) for s in page.get("logStreams", ())]
+        except ClientError as exc:
+            if error_code(exc) not in NOT_FOUND:
+                raise
+        # the prefix jr_1 also matches jr_12...: keep the run's own names only
+        own = [n for n in names if n == run.stream or n.startswith(f"{run.stream}-")]
+        return [_Found(run, name) for name in sorted(own)]
+
+    def _missing(self, groups: Sequence[GlueStream]) -> list[LogLine]:
+        """One line saying a run has no stream in any of its groups (yet), so an empty answer is never
+        silent."""
+        run = groups[0]
+        if run.stream in self._told_missing:
+            return []
+        self._told_missing.add(run.stream)
+        where = " or ".join(g.group for g in groups)
+        message = (
+            f"no log stream {run.stream}-driver (or {run.stream}) in {where} yet: Glue creates them when the "
+            "run's driver starts; a run that failed before starting has none (its error is in `flywheel status`)"
+        )
+        return [LogLine(run.label.rsplit(" ", 1)[0], 0.0, message)]
+
+    def _read_stream(self, stream: _Found) -> list[LogLine]:
         from botocore.exceptions import ClientError
 
         from flywheel.aws.session import error_code
 
         out: list[LogLine] = []
         while True:
-            request: dict[str, Any] = {"logGroupName": stream.group, "logStreamName": stream.stream}
+            request: dict[str, Any] = {"logGroupName": stream.run.group, "logStreamName": stream.name}
             token = self._tokens.get(stream)
             if token:
                 request["nextToken"] = token
@@ -88,7 +152,7 @@ class CloudLogCursor:
             try:
                 page = self.client.get_log_events(**request)
             except ClientError as exc:
-                if error_code(exc) in NOT_FOUND:  # the stream appears once the job writes
+                if error_code(exc) in NOT_FOUND:  # deleted (retention) since it was listed
                     return out
                 raise
             out += [

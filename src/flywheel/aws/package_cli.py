@@ -4,8 +4,9 @@
 
 - `omc_flywheel-<version>-py3-none-any.whl`: the `flywheel` package for `--additional-python-modules`.
   It declares no dependencies on purpose: the job path (`flywheel.aws.glue_entry` → `flywheel.entry`
-  → the db-refresh job modules) needs only the standard library plus what Glue 4/5 ship (pyspark,
-  boto3), so pip never reaches the internet (Glue jobs in a private subnet cannot).
+  → the db-refresh job modules) needs only the standard library plus what Glue 5.0 ships (pyspark,
+  boto3), so pip never reaches the internet (Glue jobs in a private subnet cannot). Glue 5.0 only: the
+  code needs Python 3.11, and Glue 4.0 runs Python 3.10 ("AWS Glue versions", Glue developer guide).
 - `flywheel-<version>.zip`: the same package for `--extra-py-files` (no pip at all).
 - `flywheel_glue_entry.py`: the `ScriptLocation` every db-refresh Glue job runs.
 - `glue-job.json`: the artifact names and the `DefaultArguments` a Glue job needs, for Terraform.
@@ -33,6 +34,8 @@ app = typer.Typer(help="The AWS side: package what Glue runs.", no_args_is_help=
 DIST_NAME = "omc_flywheel"
 ENTRY_NAME = "flywheel_glue_entry.py"
 MANIFEST_NAME = "glue-job.json"
+GLUE_VERSION = "5.0"
+"""The Glue version the package runs on (Python 3.11): Terraform's `glue_version` and glue-job.json say it."""
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # reproducible archives: same sources, same bytes
 
 
@@ -124,6 +127,7 @@ def build_glue_package(out_dir: Path, *, package_root: Path | None = None) -> Gl
     package = GluePackage(wheel=wheel, zip=plain, entry=entry, manifest=out_dir / MANIFEST_NAME, version=version)
     manifest = {
         "version": version,
+        "glue_version": GLUE_VERSION,
         "wheel": wheel.name,
         "zip": plain.name,
         "script": entry.name,

@@ -373,7 +373,26 @@ def check_redrive(
         )
     if record.still_running:
         problems.append("some of its Glue runs are still running; a redrive would start them again")
+    caught = _failed_in_fail_state(clients.sfn, record.arn)
+    if caught is not None:
+        problems.append(
+            f"it failed in the Fail state {caught}, after a Catch handled the task's error; a redrive restarts "
+            "from the states that did not exit, which is that Fail state, and fails again without rerunning "
+            "the Glue task (recover locally or --in-aws instead)"
+        )
     return RedriveCheck(record.arn, tuple(problems))
+
+
+def _failed_in_fail_state(sfn_client: Any, execution_arn: str) -> str | None:
+    """The `Fail` state an execution ended in, if it ended in one ("Redriving executions", Step Functions
+    developer guide: a redrive restarts from the unsuccessful states, those without an `...Exited` event;
+    a task whose error a `Catch` handled has exited, so only the `Fail` state it led to would run again)."""
+    last: list[Mapping[str, Any]] = []
+    for page in sfn_client.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
+        last = (last + list(page.get("events", ())))[-2:]
+    if [e.get("type") for e in last] == ["FailStateEntered", "ExecutionFailed"]:
+        return str((last[0].get("stateEnteredEventDetails") or {}).get("name", "?"))
+    return None
 
 
 def _canonical(text: Any) -> Any:
@@ -384,8 +403,11 @@ def _canonical(text: Any) -> Any:
 
 
 def redrive(sfn_client: Any, execution_arn: str) -> str:
-    """Call RedriveExecution with a token derived from the execution (a repeated call is one redrive)."""
-    token = hashlib.sha256(f"redrive:{execution_arn}".encode()).hexdigest()[:64]
+    """Call RedriveExecution with a token derived from the execution and how often it was redriven: a
+    repeated call is one redrive, and the next redrive (after this one failed too) is a new one (a reused
+    token within its validity would return the first redrive instead of starting another)."""
+    count = int(sfn_client.describe_execution(executionArn=execution_arn).get("redriveCount") or 0)
+    token = hashlib.sha256(f"redrive:{execution_arn}:{count}".encode()).hexdigest()[:64]
     answer = sfn_client.redrive_execution(executionArn=execution_arn, clientToken=token)
     return str(answer.get("redriveDate", ""))
 

@@ -25,6 +25,10 @@ class Attempt:
     resources: Mapping[str, Any] = field(default_factory=dict)
     on_attached: Callable[[str], None] | None = None  # called with a backend run id before waiting
     pythonpath: tuple[str, ...] = ()  # the pipeline's folder, so jobs can live beside pipeline.yaml
+    journaled_runs: tuple[str, ...] = ()
+    """Backend run ids an earlier run journaled for this key in an attempt that never ended (its runner
+    died while they ran), newest first: a backend that outlives its runner asks about them before
+    starting anything, since such a run may have finished, or may still be running, unwatched."""
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 The order of operations is what makes a crash harmless:
 
-1. Before starting, look for an *orphan*: a run of the step's Glue job that is still active and carries
-   this pipeline, environment and `step[context]` in its arguments. Only one runner holds the
+1. Before starting, ask Glue about the runs the journal holds for this key from attempts that never
+   ended (`Attempt.journaled_runs`): one that SUCCEEDED while no runner watched is this attempt's result,
+   one still active is re-attached. Then look for an *orphan*: a run of the step's Glue job that is
+   still active and carries this pipeline, environment and `step[context]` in its arguments. Only one runner holds the
    pipeline's lock, so such a run was started by a runner that died between `StartJobRun` and
    journaling the id. Re-attach to it (when it was started with the same parameters) instead of
    starting a duplicate that would write the same outputs.
@@ -29,7 +31,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -70,8 +72,16 @@ DPU_PER_WORKER: Mapping[str, float] = {
     "G.2X": 2.0,
     "G.4X": 4.0,
     "G.8X": 8.0,
+    "G.12X": 12.0,
+    "G.16X": 16.0,
+    "R.1X": 1.0,
+    "R.2X": 2.0,
+    "R.4X": 4.0,
+    "R.8X": 8.0,
     "Z.2X": 2.0,
 }
+"""DPUs of one worker, by `WorkerType` ("Job API: WorkerType", AWS Glue developer guide, and "Defining job
+properties for Spark jobs": G.12X and G.16X are 12 and 16 DPU, the memory-optimized R.1X-R.8X 1-8 DPU)."""
 DEFAULT_WORKER_TYPE = "G.1X"
 DEFAULT_WORKERS = 2
 VOLATILE_PARAMS = frozenset({"home", "memory_limit", "threads"})
@@ -263,7 +273,7 @@ class GlueExecutor(StatelessExecutor):
         poll_seconds: float | None = None,
         max_poll_seconds: float = 60.0,
         stop_wait_seconds: float = 300.0,
-        concurrency_wait_seconds: float = 1800.0,
+        concurrency_wait_seconds: float = 3300.0,
         check_account: bool = True,
     ) -> None:
         """Validate the spec's Glue placement and check the account before anything runs."""
@@ -378,6 +388,37 @@ class GlueExecutor(StatelessExecutor):
                 return run
         return None
 
+    def find_journaled(
+        self, job_name: str, invocation: StepInvocation, run_ids: Iterable[str]
+    ) -> Mapping[str, Any] | None:
+        """The first of `run_ids` (journaled by an attempt whose runner died) that SUCCEEDED or is still
+        active, for this pipeline, environment, step key and parameters: its result is this attempt's.
+
+        The orphan scan finds only active runs, and only among recent pages; a run that ended while no
+        runner watched is asked for by id, so it is not started a second time.
+        """
+        from botocore.exceptions import ClientError
+
+        for run_id in run_ids:
+            try:
+                run = self.clients.poll.get_job_run(JobName=job_name, RunId=run_id, PredecessorsIncluded=False)[
+                    "JobRun"
+                ]
+            except ClientError as exc:
+                log.info("journaled Glue run %s of %s is not known to Glue: %s", run_id, job_name, exc)
+                continue
+            args = run.get("Arguments") or {}
+            ours = (
+                args.get(contract.arg(contract.PIPELINE)) == invocation.pipeline
+                and args.get(contract.arg(contract.ENV)) == invocation.env
+                and args.get(contract.arg(contract.KEY)) == invocation.key
+                and args.get(contract.arg(contract.PARAMS_SHA)) == params_digest(invocation.params)
+            )
+            state = run.get("JobRunState")
+            if ours and (state == "SUCCEEDED" or state in ACTIVE_STATES):
+                return dict(run)
+        return None
+
     def find_started(self, job_name: str, start_token: str) -> str | None:
         """The run this executor started with `start_token`, if the start went through after all."""
         for run in self._runs(job_name):
@@ -397,6 +438,13 @@ class GlueExecutor(StatelessExecutor):
 
         from flywheel.aws.session import error_code
 
+        journaled = self.find_journaled(job_name, invocation, attempt.journaled_runs)
+        if journaled is not None:
+            note(
+                f"Glue run {journaled['Id']} of {job_name}, journaled by an attempt whose runner stopped, is "
+                f"{journaled['JobRunState']}: using it instead of starting the step again"
+            )
+            return str(journaled["Id"])
         orphan = self.find_orphan(job_name, invocation)
         if orphan is not None:
             args = orphan.get("Arguments") or {}

@@ -16,7 +16,12 @@ trust only what it lists (`engine.read_partitions`, the Glue catalog code, the `
 
 1. the new data objects are put beside the old ones under names no earlier commit used (`<commit id>-`
    in front of the file name), copied from the engine's staging prefix or uploaded from local scratch;
-2. `_manifest.json` is replaced in one PUT (atomic in S3): the output now *is* the new one;
+2. `_manifest.json` is replaced in one conditional PUT (atomic in S3): `If-Match` the manifest's ETag
+   read when the commit began (`If-None-Match: *` when there was none), so of two writers committing the
+   same output at once one wins and the other fails with `concurrent-commit` and takes back its files
+   ("Add preconditions to S3 operations with conditional requests",
+   AmazonS3/latest/userguide/conditional-requests.html);
+   the output now *is* the new one;
 3. then every object under the prefix that the new manifest does not list is deleted (stale parts of
    the previous commit, leftovers of a failed one).
 
@@ -24,7 +29,8 @@ A reader mid-commit sees the previous manifest, and every file it lists is still
 deleted or overwritten before step 2), so the previous output stays readable; a commit that fails before
 step 2 deletes what it put (best effort), and anything it could not delete is unlisted, ignored by
 readers and removed by the next commit. What listing-based readers see (Spark or Athena reading a
-partition directory through the Glue catalog) can include such unlisted files until that next commit.
+partition directory through the Glue catalog) can include such unlisted files until that next commit,
+and the new files of a commit in progress (docs/aws.md, "What a reader through the Glue catalog sees").
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ MANIFEST = "_manifest.json"
 S3_SCHEME = "s3://"
 ACCESS_DENIED = "access-denied"
 STORAGE_ERROR = "storage-error"
+CONCURRENT_COMMIT = "concurrent-commit"
+"""Another writer replaced the manifest while this commit ran: this commit was taken back."""
 HEAD_BYTES = 64 * 1024
 """A ranged GET of this much covers a CSV header line; more is read only when the line is longer."""
 MAX_HEADER_BYTES = 4 * 1024 * 1024
@@ -311,6 +319,35 @@ class S3Storage:
             reply = self.client.put_object(Bucket=bucket, Key=key, Body=data)
         return _etag(reply["ETag"])
 
+    def etag(self, uri: str) -> str | None:
+        """The object's ETag as S3 sends it (quoted), or None when there is no such object."""
+        bucket, key = split_uri(uri)
+        with _s3_call("read", uri):
+            try:
+                return str(self.client.head_object(Bucket=bucket, Key=key)["ETag"])
+            except Exception as exc:
+                if _code(exc) in _MISSING_CODES:
+                    return None
+                raise
+
+    def replace_if_unchanged(self, uri: str, data: bytes, expected_etag: str | None) -> None:
+        """PUT only if the object still has `expected_etag` (or still does not exist when None); else a
+        `concurrent-commit` error."""
+        bucket, key = split_uri(uri)
+        condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
+        with _s3_call("write", uri):
+            try:
+                self.client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+            except Exception as exc:
+                if _code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                    raise
+                raise JobError(
+                    f"{uri} was replaced by another commit while this one ran: two writers committed the same "
+                    "output at once. This commit was taken back and the other one stands; rerun the step if its "
+                    "output is still wanted (and check that nothing else writes this output)",
+                    error_type=CONCURRENT_COMMIT,
+                ) from exc
+
     def upload(self, path: Path, uri: str) -> StoredFile:
         bucket, key = split_uri(uri)
         with _s3_call("upload to", uri):
@@ -383,12 +420,13 @@ class S3Storage:
         stored: dict[str, StoredFile] = {}
         manifest_uri = join(target, MANIFEST)
         text: str | None = None
+        base = self.etag(manifest_uri)  # the commit this one replaces; the PUT below requires it unchanged
         try:
             for relative, source in sources.items():
                 uri = join(target, relative)
                 stored[relative] = self.copy(source, uri) if isinstance(source, str) else self.upload(source, uri)
             text = manifest(stored)
-            self.put_bytes(manifest_uri, text.encode("utf-8"))
+            self.replace_if_unchanged(manifest_uri, text.encode("utf-8"), base)
         except BaseException:
             if text is None or self.read_text(manifest_uri) != text:  # not committed: take back what was put
                 with contextlib.suppress(Exception):

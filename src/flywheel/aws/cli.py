@@ -258,6 +258,63 @@ def _print_recovery(recovery: Recovery, *, dry_run: bool) -> None:
         console.print(f"🔄 {key}: Glue run {run_id} is still running; the Glue executor re-attaches to it")
 
 
+def _preview_saved(session: Session, history: Path, describe: Path | None, *, dry_run: bool, as_json: bool) -> None:
+    """`sfn recover --history FILE --dry-run`: the plan of a saved execution, nothing written."""
+    from flywheel import api
+    from flywheel.aws import recover as ops
+    from flywheel.render import print_plan
+
+    if not dry_run:
+        raise UsageError(
+            "--history reads a saved history to preview the recovery; it cannot run it",
+            fix="add --dry-run, or recover the execution by its ARN where AWS is reachable",
+        )
+    with _aws_errors():
+        planned = ops.plan_saved(session, ops.read_saved(session, history, describe))
+    if as_json:
+        console.print_json(json.dumps(api.planned_summary(planned)))
+    else:
+        print_plan(console, planned, dry_run=True)
+
+
+def _redrive(session: Session, clients: Any, recovery: Recovery, *, dry_run: bool, yes: bool) -> None:
+    """`sfn recover --redrive`: only where Step Functions would rerun the failed task (`check_redrive`)."""
+    from flywheel.aws import recover as ops
+
+    check = ops.check_redrive(session, clients, recovery.record)
+    if not check.possible:
+        raise UsageError(
+            "this execution cannot be redriven: " + check.problems[0],
+            details=check.problems[1:],
+            fix=f"recover it with `flywheel sfn recover {recovery.record.arn} --env {session.env_name} "
+            "--in-aws` (a new execution that skips what finished) or locally without flags",
+        )
+    if dry_run:
+        console.print("redrive possible: Step Functions would rerun the failed states")
+        return
+    _confirm(session, "Redrive the execution", yes)
+    when = ops.redrive(clients.sfn, recovery.record.arn)
+    console.print(f"redriven at {when}: follow it with `flywheel sfn status {recovery.record.arn}`")
+
+
+def _recover_in_aws(
+    session: Session, clients: Any, recovery: Recovery, *, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """`sfn recover --in-aws`: a new execution that skips what finished."""
+    from flywheel.aws import recover as ops
+
+    if dry_run:
+        console.print(f"would start {ops.recovery_execution_name(recovery.record)} with input:")
+        console.print_json(json.dumps({"skip": recovery.skip_input, "recovers": recovery.record.arn}))
+        return
+    _confirm(session, "Start the recovery execution", yes)
+    started = ops.recover_in_aws(session, clients, recovery)
+    if as_json:
+        console.print_json(json.dumps({"execution": started.arn, "input": dict(started.input)}))
+    else:
+        console.print(f"started {started.name}: follow it with `flywheel sfn status {started.arn}`")
+
+
 @app.command()
 def recover(
     execution_arn: ArnArg = None,
@@ -289,19 +346,7 @@ def recover(
         raise UsageError("--in-aws and --redrive cannot be combined", fix="choose one")
     session = _session(pipeline, env, home)
     if history is not None:  # a saved history: the plan only; recovering needs the execution itself
-        if not dry_run:
-            raise UsageError(
-                "--history reads a saved history to preview the recovery; it cannot run it",
-                fix="add --dry-run, or recover the execution by its ARN where AWS is reachable",
-            )
-        with _aws_errors():
-            planned = ops.plan_saved(session, ops.read_saved(session, history, describe))
-        if as_json:
-            console.print_json(json.dumps(api.planned_summary(planned)))
-        else:
-            from flywheel.render import print_plan
-
-            print_plan(console, planned, dry_run=True)
+        _preview_saved(session, history, describe, dry_run=dry_run, as_json=as_json)
         return
     with _aws_errors():
         clients = ops.connect(session)
@@ -313,32 +358,10 @@ def recover(
         elif not as_json:
             _print_recovery(recovery, dry_run=dry_run or in_aws or redrive)
         if redrive:
-            check = ops.check_redrive(session, clients, recovery.record)
-            if not check.possible:
-                raise UsageError(
-                    "this execution cannot be redriven: " + check.problems[0],
-                    details=check.problems[1:],
-                    fix=f"recover it with `flywheel sfn recover {recovery.record.arn} --env {session.env_name} "
-                    "--in-aws` (a new execution that skips what finished) or locally without flags",
-                )
-            if dry_run:
-                console.print("redrive possible: Step Functions would rerun the failed states")
-                return
-            _confirm(session, "Redrive the execution", yes)
-            when = ops.redrive(clients.sfn, recovery.record.arn)
-            console.print(f"redriven at {when}: follow it with `flywheel sfn status {recovery.record.arn}`")
+            _redrive(session, clients, recovery, dry_run=dry_run, yes=yes)
             return
         if in_aws:
-            if dry_run:
-                console.print(f"would start {ops.recovery_execution_name(recovery.record)} with input:")
-                console.print_json(json.dumps({"skip": recovery.skip_input, "recovers": recovery.record.arn}))
-                return
-            _confirm(session, "Start the recovery execution", yes)
-            started = ops.recover_in_aws(session, clients, recovery)
-            if as_json:
-                console.print_json(json.dumps({"execution": started.arn, "input": dict(started.input)}))
-            else:
-                console.print(f"started {started.name}: follow it with `flywheel sfn status {started.arn}`")
+            _recover_in_aws(session, clients, recovery, dry_run=dry_run, yes=yes, as_json=as_json)
             return
         if dry_run:
             return

@@ -1,6 +1,6 @@
 """Executions of state machines built by hand, read right: the corpus under `tests/aws/histories/cases/`.
 
-Five hand-written machines (`tests/aws/histories/machines.py`: console state names, the optimized and
+Seven hand-written machines (`tests/aws/histories/machines.py`: console state names, the optimized and
 the AWS SDK integrations, request-response, `.sync` and `.waitForTaskToken`, Parallel and Map contexts,
 nested Parallel, Retry, Catch -> SNS -> Fail, a task timeout, an abort) were run in moto's Step
 Functions interpreter with a fault injected at every step and context (`generate.py`). Each case file
@@ -83,12 +83,15 @@ def expected_statuses(case: dict[str, Any]) -> dict[str, str]:
 
 def test_the_corpus_covers_every_machine_and_every_step() -> None:
     cases = [load(p) for p in CASES]
-    assert len(cases) >= 24
+    assert len(cases) >= 38
     assert {c["machine"] for c in cases} == {
         "console-sdk-polling",
         "console-sync-map-catch",
         "console-callback-sdk",
         "console-request-response-timeout",
+        "console-sdk-nested-parallel",
+        "console-sdk-nested-parallel-timeout",
+        "console-sdk-heartbeat",
     }
     failed_somewhere = {k for c in cases for k in c["expected"]["failed"] + c["expected"]["running"]}
     assert failed_somewhere == {str(k) for k in SPEC.keys}  # a fault at every step and context
@@ -186,6 +189,38 @@ def test_sfn_status_reads_a_saved_history_offline(path: Path, tmp_path: Path) ->
     assert body["glue_asked"] is False
     shown = {s["key"]: s["attempt_status"] for s in body["steps"]}
     assert shown == statuses(case, None)
+    for key, expected in expected_statuses(case).items():  # the history alone may not know; it never lies
+        assert shown[key] in (expected, "unknown"), (key, expected, shown[key])
+        if case["expected"]["failed"] == [key] and not case["note"]:  # a fault the history records itself
+            assert shown[key] == "failed", key
     for step in body["steps"]:
-        if step["attempt_status"] != "not_run" and step["evidence"] != "history (the job run)":
+        if step["attempt_status"] != "not_run" and not step["evidence"].startswith("history ("):
             assert step["evidence"] == "history only: Glue was not asked", step
+
+
+def test_a_polling_loop_in_the_history_tells_the_run_state_offline() -> None:
+    """A console machine that polls with `aws-sdk:glue:getJobRun` (AWS docs, "Call AWS services from
+    Step Functions": the SDK task's output is the API response, `{"JobRun": {...}}`) records the run's
+    state in its own history: offline, the failed run reads failed, not unknown, and the polls are not
+    listed as tasks outside the pipeline."""
+    case = load(next(p for p in CASES if p.name == "console-sdk-polling--fails-at-prepare-part-tables.json"))
+    record = read_history(case["history"]["events"], case["describe"], spec=SPEC, env_name="dev", glue=None)
+    attempt = record.tasks[StepKey("prepare-part-tables")].last
+    assert attempt.status is AttemptStatus.FAILED and attempt.error_type == "InjectedFault"
+    assert attempt.evidence == "history (the machine's GetJobRun said FAILED)"
+    assert not [name for name in record.not_in_pipeline if name.endswith("_Check")]
+
+
+def test_a_heartbeat_timeout_leaves_the_step_running_in_glue_not_failed() -> None:
+    """`HeartbeatSeconds` ran out (AWS docs, "Task workflow state": the task fails with
+    `States.HeartbeatTimeout`; moto says `States.Timeout`) while the Glue run went on: with Glue the
+    step is running (re-attach, never a second run); offline it is unknown, never succeeded."""
+    case = load(next(p for p in CASES if "er-table-stops-beating" in p.name))
+    key = StepKey("create-part-addressable-ids-er-table")
+    live = read_history(
+        case["history"]["events"], case["describe"], spec=SPEC, env_name="dev", glue=RecordedGlue(case["glue_runs"])
+    )
+    assert live.tasks[key].last.status is AttemptStatus.RUNNING and live.tasks[key].last.task_outcome == "timed out"
+    assert [t.key for t in live.still_running] == [key]
+    offline = read_history(case["history"]["events"], case["describe"], spec=SPEC, env_name="dev", glue=None)
+    assert offline.tasks[key].last.status is AttemptStatus.UNKNOWN

@@ -83,7 +83,7 @@ def expected_statuses(case: dict[str, Any]) -> dict[str, str]:
 
 def test_the_corpus_covers_every_machine_and_every_step() -> None:
     cases = [load(p) for p in CASES]
-    assert len(cases) >= 38
+    assert len(cases) >= 42
     assert {c["machine"] for c in cases} == {
         "console-sdk-polling",
         "console-sync-map-catch",
@@ -92,6 +92,7 @@ def test_the_corpus_covers_every_machine_and_every_step() -> None:
         "console-sdk-nested-parallel",
         "console-sdk-nested-parallel-timeout",
         "console-sdk-heartbeat",
+        "handwritten-optimized-callback",  # moto cannot run it: see tests/aws/histories/handwritten.py
     }
     failed_somewhere = {k for c in cases for k in c["expected"]["failed"] + c["expected"]["running"]}
     assert failed_somewhere == {str(k) for k in SPEC.keys}  # a fault at every step and context
@@ -224,3 +225,35 @@ def test_a_heartbeat_timeout_leaves_the_step_running_in_glue_not_failed() -> Non
     assert [t.key for t in live.still_running] == [key]
     offline = read_history(case["history"]["events"], case["describe"], spec=SPEC, env_name="dev", glue=None)
     assert offline.tasks[key].last.status is AttemptStatus.UNKNOWN
+
+
+def test_hand_written_optimized_callback_histories_read_as_the_docs_describe_them() -> None:
+    """moto cannot run `arn:aws:states:::glue:startJobRun.waitForTaskToken`; these histories follow the
+    Step Functions API reference ("HistoryEvent", "TaskScheduledEventDetails", "TaskTimedOutEventDetails")
+    and "Error handling in Step Functions" (`States.HeartbeatTimeout`); see histories/handwritten.py.
+    A heartbeat that ran out leaves the step running in Glue; a run STOPPING after an abort is ending,
+    not running (the Glue executor's own rule), so the recovery reruns it."""
+    beat = load(next(p for p in CASES if p.name.startswith("handwritten-optimized-callback--er-table-heartbeat")))
+    record = read_history(
+        beat["history"]["events"], beat["describe"], spec=SPEC, env_name="dev", glue=RecordedGlue(beat["glue_runs"])
+    )
+    attempt = record.tasks[StepKey("create-part-addressable-ids-er-table")].last
+    assert (attempt.integration, attempt.task_outcome, attempt.status) == (
+        "callback",
+        "timed out",
+        AttemptStatus.RUNNING,
+    )
+    offline = read_history(beat["history"]["events"], beat["describe"], spec=SPEC, env_name="dev", glue=None)
+    unknown = offline.tasks[StepKey("create-part-addressable-ids-er-table")].last
+    assert (unknown.status, unknown.error_type) == (AttemptStatus.UNKNOWN, "States.HeartbeatTimeout")
+    aborted = load(next(p for p in CASES if p.name.startswith("handwritten-optimized-callback--aborted")))
+    record = read_history(
+        aborted["history"]["events"],
+        aborted["describe"],
+        spec=SPEC,
+        env_name="dev",
+        glue=RecordedGlue(aborted["glue_runs"]),
+    )
+    stopping = record.tasks[StepKey("prepare-part-tables")].last
+    assert (stopping.glue_state, stopping.status) == ("STOPPING", AttemptStatus.FAILED)
+    assert record.still_running == ()

@@ -150,11 +150,9 @@ def test_an_sns_alert_after_a_catch_does_not_replace_the_glue_error() -> None:
     assert "NotifyFailure" in record.not_in_pipeline
 
 
-@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
-def test_sfn_status_reads_a_saved_history_offline(path: Path, tmp_path: Path) -> None:
-    """What an on-call engineer saved with `aws stepfunctions get-execution-history --output json` and
-    `describe-execution`, read on a laptop with no AWS access at all."""
-    case = load(path)
+def offline_cli(case: dict[str, Any], tmp_path: Path, command: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`flywheel sfn COMMAND --history ... --describe ... --json` in a subprocess with no AWS
+    credentials or configuration at all: what an on-call engineer saved, read on a laptop."""
     history = tmp_path / "history.json"
     history.write_text(json.dumps(case["history"]))
     described = tmp_path / "describe.json"
@@ -163,28 +161,17 @@ def test_sfn_status_reads_a_saved_history_offline(path: Path, tmp_path: Path) ->
     env.update(
         PYTHONPATH=str(REPO), NO_COLOR="1", AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent"
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flywheel",
-            "sfn",
-            "status",
-            "--env",
-            "dev",
-            "--history",
-            str(history),
-            "--describe",
-            str(described),
-            "--json",
-            "--home",
-            str(tmp_path / "home"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    argv = [sys.executable, "-m", "flywheel", "sfn", command, "--env", "dev", "--history", str(history),
+            "--describe", str(described), "--json", "--home", str(tmp_path / "home"), *extra]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_sfn_status_reads_a_saved_history_offline(path: Path, tmp_path: Path) -> None:
+    """What an on-call engineer saved with `aws stepfunctions get-execution-history --output json` and
+    `describe-execution`, read on a laptop with no AWS access at all."""
+    case = load(path)
+    result = offline_cli(case, tmp_path, "status")
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["glue_asked"] is False
@@ -257,3 +244,32 @@ def test_hand_written_optimized_callback_histories_read_as_the_docs_describe_the
     stopping = record.tasks[StepKey("prepare-part-tables")].last
     assert (stopping.glue_state, stopping.status) == ("STOPPING", AttemptStatus.FAILED)
     assert record.still_running == ()
+
+
+RECOVERY_SAMPLE = [
+    "console-sync-map-catch--fails-at-register-part-tables[infobase_attributes]",
+    "console-sdk-polling--fails-at-prepare-part-tables",
+    "console-callback-sdk--fails-at-create-part-addressable-ids-er-table",
+    "console-sdk-heartbeat--er-table-stops-beating-while-its-run-goes-on",
+    "console-sync-map-catch--aborted-while-infobase-split-runs",
+    "handwritten-optimized-callback--split-infobase-fails-in-the-parallel",
+]
+
+
+@pytest.mark.parametrize("name", RECOVERY_SAMPLE)
+def test_sfn_recover_previews_the_plan_of_a_saved_history(name: str, tmp_path: Path) -> None:
+    """`flywheel sfn recover --history FILE --dry-run --json`: cases whose facts the history holds by
+    itself (a `.sync` run, a callback failure, a polling loop, a task cut off while its run went on)
+    plan exactly the expected reruns without asking Glue; nothing is journaled."""
+    case = load(next(p for p in CASES if p.stem == name))
+    result = offline_cli(case, tmp_path, "recover", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["to_run"] == case["expected"]["rerun"]
+    assert not list((tmp_path / "home").rglob("*.sqlite*"))
+
+
+def test_sfn_recover_with_a_saved_history_only_previews(tmp_path: Path) -> None:
+    case = load(CASES[0])
+    result = offline_cli(case, tmp_path, "recover")
+    assert result.returncode == 2
+    assert "--dry-run" in result.stderr and "Traceback" not in result.stderr

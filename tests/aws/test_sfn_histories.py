@@ -273,3 +273,24 @@ def test_sfn_recover_with_a_saved_history_only_previews(tmp_path: Path) -> None:
     result = offline_cli(case, tmp_path, "recover")
     assert result.returncode == 2
     assert "--dry-run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_distributed_map_says_its_iterations_are_elsewhere() -> None:
+    """A distributed Map runs its iterations as child executions: the parent history holds only
+    `MapRunStarted` with the map run's ARN (Step Functions API reference, "MapRunStartedEventDetails";
+    developer guide, "Using Map state in Distributed mode"). Its steps are not guessed: a warning names
+    the state and the map run."""
+    events = [
+        {"id": 1, "type": "ExecutionStarted", "timestamp": "2026-12-01T02:00:00+00:00",
+         "executionStartedEventDetails": {"input": "{}", "stateMachineArn": "arn:aws:states:us-east-1:1:m"}},
+        {"id": 2, "previousEventId": 1, "type": "MapStateEntered", "timestamp": "2026-12-01T02:00:01+00:00",
+         "stateEnteredEventDetails": {"name": "Step2_RegisterPartTables", "input": "{}"}},
+        {"id": 3, "previousEventId": 2, "type": "MapStateStarted", "timestamp": "2026-12-01T02:00:01+00:00",
+         "mapStateStartedEventDetails": {"length": 2}},
+        {"id": 4, "previousEventId": 3, "type": "MapRunStarted", "timestamp": "2026-12-01T02:00:02+00:00",
+         "mapRunStartedEventDetails": {"mapRunArn": "arn:aws:states:us-east-1:1:mapRun:m/Step2:abc"}},
+    ]  # fmt: skip
+    record = read_history(events, None, spec=SPEC, env_name="dev", glue=None)
+    assert record.tasks == {} and record.status.value == "RUNNING"
+    (warning,) = record.warnings
+    assert "Step2_RegisterPartTables" in warning and "mapRun:m/Step2:abc" in warning

@@ -384,6 +384,12 @@ def read_history(
                 opened[event_id] = attempt
                 attempts.setdefault(attempt.key, []).append(attempt)
             continue
+        if kind == "MapRunStarted":
+            warnings.append(
+                f"Map state {state_of[event_id] or '?'} is distributed: its iterations ran as child executions of "
+                f"map run {details.get('mapRunArn') or '?'}, which this history does not hold; the steps they ran "
+                "read as not run here (read the child executions with `flywheel sfn status ARN`)"
+            )
         task_of[event_id] = task_of.get(previous) if kind.startswith("Task") and kind != "TaskStateEntered" else None
         owner = opened.get(task_of[event_id] or 0)
         if owner is not None:

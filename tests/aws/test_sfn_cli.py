@@ -252,6 +252,7 @@ def test_hand_built_state_machine_reads_by_job_name_and_context_argument(world: 
         "register-part-tables",
         error="[TableExists] part_infobase_attributes",
         arguments={"--S3_ROOT": "split_part/infobase_attributes/"},
+        hold_seconds=1.0,  # the sibling branch has started (and ended) before this one fails and cancels it
     )
     arn = world.sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name="by-hand")["executionArn"]
     assert world.wait(arn) == "FAILED"

@@ -236,6 +236,13 @@ def _glue_start(details: Mapping[str, Any]) -> Integration | None:
     return Integration.REQUEST_RESPONSE
 
 
+def _glue_poll(details: Mapping[str, Any]) -> bool:
+    """A Glue `GetJobRun` a polling loop makes (`aws-sdk:glue` `getJobRun`): it runs no step, and its
+    answer is the run's state when the machine last looked."""
+    kind = str(details.get("resourceType") or "")
+    return kind.rpartition(":")[2] == "glue" and str(details.get("resource") or "").lower() == "getjobrun"
+
+
 @dataclass
 class _Open:
     """An attempt being read from the history."""
@@ -358,6 +365,8 @@ def read_history(
     task_of: dict[int, int | None] = {}
     opened: dict[int, _Open] = {}  # TaskScheduled id -> a Glue attempt of a pipeline key
     others: dict[int, str] = {}  # TaskScheduled id -> state name of a task that is not part of the pipeline
+    polls: set[int] = set()  # TaskScheduled ids of the machine's own `GetJobRun` calls (a polling loop)
+    polled: dict[str, Mapping[str, Any]] = {}  # JobRunId -> the last run such a call returned
     attempts: dict[StepKey, list[_Open]] = {}
     for event in ordered:
         event_id, previous = int(event["id"]), int(event.get("previousEventId") or 0)
@@ -365,6 +374,9 @@ def read_history(
         state_of[event_id] = str(details.get("name")) if kind.endswith("StateEntered") else state_of.get(previous, "")
         if kind == "TaskScheduled":
             task_of[event_id] = event_id
+            if _glue_poll(details):
+                polls.add(event_id)
+                continue
             attempt = _scheduled(matcher, details, state_of[event_id], at, warnings)
             if attempt is None:
                 others[event_id] = state_of[event_id]
@@ -372,13 +384,23 @@ def read_history(
                 opened[event_id] = attempt
                 attempts.setdefault(attempt.key, []).append(attempt)
             continue
+        if kind == "MapRunStarted":
+            warnings.append(
+                f"Map state {state_of[event_id] or '?'} is distributed: its iterations ran as child executions of "
+                f"map run {details.get('mapRunArn') or '?'}, which this history does not hold; the steps they ran "
+                "read as not run here (read the child executions with `flywheel sfn status ARN`)"
+            )
         task_of[event_id] = task_of.get(previous) if kind.startswith("Task") and kind != "TaskStateEntered" else None
         owner = opened.get(task_of[event_id] or 0)
         if owner is not None:
             _observe(owner, kind, details, at)
+        elif kind == "TaskSucceeded" and task_of[event_id] in polls:
+            run = (_json(details.get("output")) or {}).get("JobRun")
+            if isinstance(run, Mapping) and run.get("Id") and run.get("JobRunState"):
+                polled[str(run["Id"])] = run
 
     tasks = {
-        key: TaskRecord(key, tries[-1].job, tries[-1].state_name, tuple(_settle(glue, a) for a in tries))
+        key: TaskRecord(key, tries[-1].job, tries[-1].state_name, tuple(_settle(glue, a, polled) for a in tries))
         for key, tries in attempts.items()
     }
     raw_input = _json(described.get("input")) or {}
@@ -465,9 +487,10 @@ def _observe(owner: _Open, kind: str, details: Mapping[str, Any], at: float) -> 
             owner.error_type, owner.error_message = error, cause or error
 
 
-def _settle(glue: Any, attempt: _Open) -> AttemptRecord:
+def _settle(glue: Any, attempt: _Open, polled: Mapping[str, Mapping[str, Any]]) -> AttemptRecord:
     """The attempt's truth: a `.sync` job run the history holds, else Glue's answer for the run, else the
-    history's own word, marked as such."""
+    last answer of the machine's own `GetJobRun` poll in the history, else the history's own word,
+    marked as such."""
     if attempt.glue_state is not None:
         return _record(attempt, attempt.status or AttemptStatus.UNKNOWN, evidence="history (the job run)")
     if glue is not None and attempt.job_run_id is not None:
@@ -477,15 +500,25 @@ def _settle(glue: Any, attempt: _Open) -> AttemptRecord:
         note = f"history only: Glue no longer knows run {attempt.job_run_id}"
     else:
         note = "history only" + ("" if glue is not None else ": Glue was not asked")
+    run = polled.get(attempt.job_run_id or "")
+    if run is not None:
+        attempt.glue_state = str(run["JobRunState"])
+        attempt.status, attempt.error_type, attempt.error_message, attempt.dpu_hours = _glue_outcome(run)
+        return _record(attempt, attempt.status, evidence=f"history (the machine's GetJobRun said {attempt.glue_state})")
     return _record(attempt, _history_says(attempt), evidence=note)
 
 
 def _history_says(attempt: _Open) -> AttemptStatus:
     """What the history alone supports. A request-response task (or a Lambda that starts the job) only
     started its job, so its success proves nothing (unknown: a recovery reruns it); a callback came
-    from whoever sent it."""
-    if attempt.task_outcome == "succeeded" and attempt.integration in (Integration.SYNC, Integration.CALLBACK):
+    from whoever sent it. A task that timed out (`TimeoutSeconds`, `HeartbeatSeconds`) stopped
+    waiting, not its run. A `.sync` success proves the run only with the run in its output (AWS always
+    puts it there; a success without it, as moto writes when the execution times out mid-task, does
+    not)."""
+    if attempt.task_outcome == "succeeded" and attempt.integration is Integration.CALLBACK:
         return AttemptStatus.SUCCEEDED
+    if attempt.task_outcome == "timed out":  # the task gave up waiting; the run may have gone on
+        return AttemptStatus.UNKNOWN
     if attempt.task_outcome is not None and attempt.task_outcome != "succeeded":
         return AttemptStatus.FAILED
     return AttemptStatus.UNKNOWN

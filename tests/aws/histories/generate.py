@@ -1,7 +1,7 @@
 """Regenerate the corpus of execution histories: hand-built state machines run in moto's Step Functions
 interpreter (server mode) with a fault injected at every step and context.
 
-    python -m tests.aws.histories.generate          # rewrites tests/aws/histories/cases/*.json
+    python -m tests.aws.histories.generate [MACHINE ...]   # rewrites tests/aws/histories/cases/<machine>--*.json
 
 Each case file holds what an on-call engineer would save with the AWS CLI (`describe-execution` and
 `get-execution-history --output json`), the Glue job runs as `get-job-run` answered them, and an
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from tests.aws.histories.machines import MACHINES
 from tests.support.moto_server import MotoServer, start_moto_server
@@ -80,6 +82,15 @@ def linear_failure(machine: str, key: str, arguments: dict[str, str] | None = No
     rerun = [k for k in ORDER if k == key or k in DOWNSTREAM[key] or k in expected["failed"] + expected["not_run"]]
     expected["rerun"] = rerun
     return Case(machine, f"fails-at-{key}", [Fault(key, arguments=arguments or {})], expected, **extra)
+
+
+def started_but_failed(machine: str, key: str, arguments: dict[str, str]) -> Case:
+    """A start that returns at once (request-response) in a machine that goes on: the run of `key`
+    failed in Glue, every other step ran and succeeded."""
+    expected = {"succeeded": [k for k in ORDER if k != key], "failed": [key], "running": [], "not_run": [],
+                "rerun": [key, *DOWNSTREAM[key]]}  # fmt: skip
+    note = "the task succeeded at once (request-response); Glue says the run failed"
+    return Case(machine, f"started-but-failed-in-glue-{key}", [Fault(key, arguments=arguments)], expected, note=note)
 
 
 def cases() -> list[Case]:
@@ -157,20 +168,7 @@ def cases() -> list[Case]:
     #    that failed in Glue looks fine in the history; and a .sync step that timed out while its run
     #    goes on.
     for key in (A, RI):
-        failed = Case(
-            "console-request-response-timeout",
-            f"started-but-failed-in-glue-{key}",
-            [Fault(key, arguments={"--t": "b"} if key == RI else {})],
-            {
-                "succeeded": [k for k in ORDER if k != key],
-                "failed": [key],
-                "running": [],
-                "not_run": [],
-                "rerun": [key, *DOWNSTREAM[key]],
-            },
-            note="the task succeeded at once (request-response); Glue says the run failed",
-        )
-        out.append(failed)
+        out.append(started_but_failed("console-request-response-timeout", key, {"--t": "b"} if key == RI else {}))
     timed_out = Case(
         "console-request-response-timeout",
         "prepare-timed-out-while-its-run-goes-on",
@@ -179,6 +177,58 @@ def cases() -> list[Case]:
         note="TaskTimedOut after TimeoutSeconds=2; the Glue run is still RUNNING (re-attach, never start twice)",
     )
     out.append(timed_out)
+    out += _nested_parallel_cases() + _heartbeat_cases()
+    return out
+
+
+def _nested_parallel_cases() -> list[Case]:
+    """5. SDK request-response splits in a nested Parallel (a failed run does not stop the machine: Glue
+    tells), step 3's contexts as Parallel branches named after them, `.sync` for the rest; and the same
+    machine with an execution timeout that cuts a `.sync` task whose run goes on."""
+    machine, out = "console-sdk-nested-parallel", []
+    for key in (A, B):
+        out.append(started_but_failed(machine, key, {}))
+    part_args = {RA: {"--part": "1"}, RI: {"--part": "2"}}  # the branches differ only by state name
+    for key in (RA, RI, P, E):
+        out.append(linear_failure(machine, key, part_args.get(key), sibling={RA: RI, RI: RA}.get(key)))
+    reports = linear_failure(machine, M, sibling=C)
+    reports.expected.update(succeeded=[A, B, RA, RI, P, E, C], not_run=[], rerun=[M, C])
+    out.append(reports)
+    out.append(
+        Case(machine, "succeeds", [], {"succeeded": ORDER, "failed": [], "running": [], "not_run": [], "rerun": []})
+    )
+    out.append(
+        Case(
+            "console-sdk-nested-parallel-timeout",
+            "execution-timed-out-while-prepare-runs",
+            [Fault(P, state="SUCCEEDED", hold=True)],
+            {"succeeded": [A, B, RA, RI], "failed": [], "running": [P], "not_run": [E, M, C], "rerun": [P, E, M, C]},
+            note="ExecutionTimedOut (TimeoutSeconds=4) while a .sync task was open; its run goes on",
+        )
+    )
+    return out
+
+
+def _heartbeat_cases() -> list[Case]:
+    """6. SDK `.waitForTaskToken` with HeartbeatSeconds, step 3 as an inline Map over table items."""
+    machine = "console-sdk-heartbeat"
+    tables = {"tables": [{"table": "part_addressable_ids"}, {"table": "part_infobase_attributes"}]}
+    table_args = {RA: {"--table_name": "part_addressable_ids"}, RI: {"--table_name": "part_infobase_attributes"}}
+    out = [linear_failure(machine, key, table_args.get(key), sibling={A: B, RI: RA}.get(key)) for key in (A, RI, M)]
+    out.append(
+        Case(
+            machine,
+            "er-table-stops-beating-while-its-run-goes-on",
+            [Fault(E, state="SUCCEEDED", hold=True)],
+            {"succeeded": [A, B, RA, RI, P], "failed": [], "running": [E], "not_run": [M, C], "rerun": [E, M, C]},
+            note="States.HeartbeatTimeout after HeartbeatSeconds=2; the Glue run is still RUNNING",
+        )
+    )
+    out.append(
+        Case(machine, "succeeds", [], {"succeeded": ORDER, "failed": [], "running": [], "not_run": [], "rerun": []})
+    )
+    for case in out:
+        case.execution_input = tables
     return out
 
 
@@ -195,10 +245,13 @@ def _callbacks(server: MotoServer, stop: threading.Event, silent: tuple[str, ...
             answered.add(run["Id"])
             if run["JobName"] in silent:
                 continue
-            if run["JobRunState"] == "SUCCEEDED":
-                sfn.send_task_success(taskToken=token, output=json.dumps({"JobRunId": run["Id"]}))
-            else:
-                sfn.send_task_failure(taskToken=token, error="GlueJobFailed", cause=str(run.get("ErrorMessage")))
+            try:
+                if run["JobRunState"] == "SUCCEEDED":
+                    sfn.send_task_success(taskToken=token, output=json.dumps({"JobRunId": run["Id"]}))
+                else:
+                    sfn.send_task_failure(taskToken=token, error="GlueJobFailed", cause=str(run.get("ErrorMessage")))
+            except ClientError:  # the task is gone (its branch was cancelled, it timed out): AWS refuses too
+                continue
         time.sleep(0.1)
 
 
@@ -247,7 +300,11 @@ def run_case(server: MotoServer, case: Case, machine_arn: str) -> dict[str, Any]
     }
 
 
-def main() -> None:
+def main(machines: list[str]) -> None:
+    """Regenerate the cases of `machines` (all of them when none is named)."""
+    unknown = sorted(set(machines) - set(MACHINES))
+    if unknown:
+        raise SystemExit(f"no machine {', '.join(unknown)}; known: {', '.join(MACHINES)}")
     with tempfile.TemporaryDirectory() as tmp:
         server = start_moto_server(log_path=Path(tmp) / "moto.log")
         try:
@@ -258,20 +315,22 @@ def main() -> None:
                 AWS_ENDPOINT_URL=server.endpoint,
                 AWS_EC2_METADATA_DISABLED="true",
             )
-            generate(server)
+            generate(server, machines or list(MACHINES))
         finally:
             server.stop()
 
 
-def generate(server: MotoServer) -> None:
+def generate(server: MotoServer, machines: list[str]) -> None:
     from flywheel.api import open_session
     from tests.aws.resources import create_glue_jobs
 
     CASES.mkdir(exist_ok=True)
-    for old in CASES.glob("*.json"):
-        old.unlink()
+    for machine_name in machines:
+        for old in CASES.glob(f"{machine_name}--*.json"):
+            old.unlink()
     all_cases = cases()
-    for machine_name, build in MACHINES.items():
+    for machine_name in machines:
+        build = MACHINES[machine_name]
         server.reset()
         session = open_session("db-refresh", "dev", Path(tempfile.mkdtemp()) / "home")
         create_glue_jobs(session.spec, "dev", max_concurrent=4)
@@ -295,4 +354,4 @@ def _jsonable(value: Any) -> Any:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

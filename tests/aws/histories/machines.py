@@ -68,6 +68,13 @@ def branch(states: dict[str, Any], start: str) -> dict[str, Any]:
     return {"StartAt": start, "States": states}
 
 
+def parallel(tasks: dict[str, dict[str, Any]], nxt: str | None, **extra: Any) -> dict[str, Any]:
+    """A Parallel state whose branches are one state each, named as in `tasks`."""
+    ending: dict[str, Any] = {"Next": nxt} if nxt else {"End": True}
+    branches = [branch({name: state}, name) for name, state in tasks.items()]
+    return {"Type": "Parallel", "Branches": branches, "ResultPath": None, **extra, **ending}
+
+
 def console_sdk_polling() -> dict[str, Any]:
     """AWS SDK integration, request-response with a polling loop; step 3 as two Parallel branches whose
     context is spelled `part_addressable_ids` / `part_infobase_attributes` in the arguments."""
@@ -103,16 +110,22 @@ def console_sdk_polling() -> dict[str, Any]:
     }
 
 
-def sync_task(job: str, nxt: str | None, arguments: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def glue_task(resource: str, job: str, nxt: str | None, arguments: dict[str, Any] | None = None,
+              **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """A Task that starts `job` through `resource` (an integration's ARN)."""
     ending: dict[str, Any] = {"Next": nxt} if nxt else {"End": True}
     return {
         "Type": "Task",
-        "Resource": "arn:aws:states:::glue:startJobRun.sync",
+        "Resource": resource,
         "Parameters": {"JobName": job, **({"Arguments": arguments} if arguments else {})},
         "ResultPath": None,
         **ending,
         **extra,
     }
+
+
+def sync_task(job: str, nxt: str | None, arguments: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return glue_task("arn:aws:states:::glue:startJobRun.sync", job, nxt, arguments, **extra)
 
 
 CATCH_ALL = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyFailure"}]
@@ -125,16 +138,11 @@ def console_sync_map_catch() -> dict[str, Any]:
         "Comment": "db-refresh, built in the console (.sync, Map, Retry, Catch to SNS)",
         "StartAt": "Step1_ParallelSplitJobs",
         "States": {
-            "Step1_ParallelSplitJobs": {
-                "Type": "Parallel",
-                "Branches": [
-                    branch({"AddressableSplit": sync_task(SPLIT_A, None)}, "AddressableSplit"),
-                    branch({"InfobaseSplit": sync_task(SPLIT_B, None)}, "InfobaseSplit"),
-                ],
-                "ResultPath": None,
-                "Catch": CATCH_ALL,
-                "Next": "Step2_RegisterPartTables",
-            },
+            "Step1_ParallelSplitJobs": parallel(
+                {"AddressableSplit": sync_task(SPLIT_A, None), "InfobaseSplit": sync_task(SPLIT_B, None)},
+                "Step2_RegisterPartTables",
+                Catch=CATCH_ALL,
+            ),
             "Step2_RegisterPartTables": {
                 "Type": "Map",
                 "ItemsPath": "$.contexts",
@@ -155,16 +163,9 @@ def console_sync_map_catch() -> dict[str, Any]:
                 Catch=CATCH_ALL,
             ),
             "Step4_CreateErTable": sync_task(ER, "Step5_Reports", Catch=CATCH_ALL),
-            "Step5_Reports": {
-                "Type": "Parallel",
-                "Branches": [
-                    branch({"Monitor": sync_task(MONITOR, None)}, "Monitor"),
-                    branch({"Cleanrooms": sync_task(CLEANROOMS, None)}, "Cleanrooms"),
-                ],
-                "ResultPath": None,
-                "Catch": CATCH_ALL,
-                "End": True,
-            },
+            "Step5_Reports": parallel(
+                {"Monitor": sync_task(MONITOR, None), "Cleanrooms": sync_task(CLEANROOMS, None)}, None, Catch=CATCH_ALL
+            ),
             "NotifyFailure": {
                 "Type": "Task",
                 "Resource": "arn:aws:states:::sns:publish",
@@ -234,13 +235,7 @@ def console_request_response_timeout() -> dict[str, Any]:
     first attempt), and a `.sync` step 4 with a task timeout shorter than its Glue run."""
 
     def start(job: str, nxt: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {
-            "Type": "Task",
-            "Resource": "arn:aws:states:::glue:startJobRun",
-            "Parameters": {"JobName": job, **({"Arguments": arguments} if arguments else {})},
-            "ResultPath": None,
-            "Next": nxt,
-        }
+        return glue_task("arn:aws:states:::glue:startJobRun", job, nxt, arguments)
 
     return {
         "Comment": "db-refresh, built in the console (fire-and-forget starts, a timed-out step 4)",
@@ -258,6 +253,92 @@ def console_request_response_timeout() -> dict[str, Any]:
     }
 
 
+def sdk_start(job: str, nxt: str | None, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The AWS SDK `startJobRun` with nothing after it: the state ends when the job *started*."""
+    return glue_task("arn:aws:states:::aws-sdk:glue:startJobRun", job, nxt, arguments)
+
+
+def console_sdk_nested_parallel(timeout_seconds: int | None = None) -> dict[str, Any]:
+    """AWS SDK request-response starts for the splits inside a nested Parallel, step 3's contexts as
+    Parallel branches told apart only by their state names (`RegisterAddressableIds`,
+    `RegisterInfobaseAttributes`, the aliases in pipeline.yaml), a `Pass` that belongs to no step, then
+    `.sync` steps; with `timeout_seconds`, the whole execution times out (`ExecutionTimedOut`)."""
+    machine: dict[str, Any] = {
+        "Comment": "db-refresh, built in the console (SDK starts, nested Parallel, contexts by state name)",
+        "StartAt": "Step1_ParallelSplitJobs",
+        "States": {
+            "Step1_ParallelSplitJobs": parallel(
+                {
+                    "Step1a_Nested": parallel({"SplitAddressable": sdk_start(SPLIT_A, None)}, None),
+                    "SplitInfobase": sdk_start(SPLIT_B, None),
+                },
+                "Step2_RegisterPartTables",
+            ),
+            "Step2_RegisterPartTables": parallel(
+                {
+                    "RegisterAddressableIds": sync_task(REGISTER, None, {"--part": "1"}),
+                    "RegisterInfobaseAttributes": sync_task(REGISTER, None, {"--part": "2"}),
+                },
+                "Step2b_Note",
+            ),
+            "Step2b_Note": {
+                "Type": "Pass",
+                "Result": {"note": "tables registered"},
+                "ResultPath": None,
+                "Next": "Step3_PreparePartTables",
+            },
+            "Step3_PreparePartTables": sync_task(PREPARE, "Step4_CreateErTable"),
+            "Step4_CreateErTable": sync_task(ER, "Step5_Reports"),
+            "Step5_Reports": parallel(
+                {"Step5_DataMonitor": sync_task(MONITOR, None), "Step6_Cleanrooms": sync_task(CLEANROOMS, None)}, None
+            ),
+        },
+    }
+    if timeout_seconds is not None:
+        machine["TimeoutSeconds"] = timeout_seconds
+    return machine
+
+
+def console_sdk_heartbeat() -> dict[str, Any]:
+    """AWS SDK `.waitForTaskToken` with `HeartbeatSeconds`: a job that stops sending heartbeats times
+    the task out (`States.HeartbeatTimeout`) while its Glue run goes on. Step 3's contexts are an inline
+    Map over items that spell the table (`{"table": "part_addressable_ids"}`), read by ItemSelector."""
+    resource = "arn:aws:states:::aws-sdk:glue:startJobRun.waitForTaskToken"
+    beat = {"HeartbeatSeconds": 2, "TimeoutSeconds": 20}
+    return {
+        "Comment": "db-refresh, built in the console (callbacks with heartbeats, Map of tables)",
+        "StartAt": "Step1_ParallelSplitJobs",
+        "States": {
+            "Step1_ParallelSplitJobs": parallel(
+                {
+                    "A": callback_task(resource, SPLIT_A, None, {}, **beat),
+                    "B": callback_task(resource, SPLIT_B, None, {}, **beat),
+                },
+                "Step2_RegisterPartTables",
+            ),
+            "Step2_RegisterPartTables": {
+                "Type": "Map",
+                "ItemsPath": "$.tables",
+                "ItemSelector": {"table.$": "$$.Map.Item.Value.table"},
+                "MaxConcurrency": 2,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": "RegisterTable",
+                    "States": {
+                        "RegisterTable": callback_task(resource, REGISTER, None, {"--table_name.$": "$.table"}, **beat)
+                    },
+                },
+                "ResultPath": None,
+                "Next": "Step3_PreparePartTables",
+            },
+            "Step3_PreparePartTables": callback_task(resource, PREPARE, "Step4_CreateErTable", {}, **beat),
+            "Step4_CreateErTable": callback_task(resource, ER, "Step5_DataMonitorReport", {}, **beat),
+            "Step5_DataMonitorReport": callback_task(resource, MONITOR, "Step6_CleanroomsReport", {}, **beat),
+            "Step6_CleanroomsReport": callback_task(resource, CLEANROOMS, None, {}, **beat),
+        },
+    }
+
+
 MACHINES = {
     "console-sdk-polling": console_sdk_polling,
     "console-sync-map-catch": console_sync_map_catch,
@@ -265,4 +346,7 @@ MACHINES = {
     # only `.sync` for the optimized Glue integration (its callbacks go through the SDK integration)
     "console-callback-sdk": lambda: console_callbacks("arn:aws:states:::aws-sdk:glue:startJobRun.waitForTaskToken"),
     "console-request-response-timeout": console_request_response_timeout,
+    "console-sdk-nested-parallel": console_sdk_nested_parallel,
+    "console-sdk-nested-parallel-timeout": lambda: console_sdk_nested_parallel(timeout_seconds=4),
+    "console-sdk-heartbeat": console_sdk_heartbeat,
 }

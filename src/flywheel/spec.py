@@ -478,11 +478,16 @@ BUILTIN_PIPELINES = Path(__file__).parent / "pipelines"
 def resolve_pipeline_path(ref: str | None) -> Path:
     """A pipeline reference is a path (file or folder) or the name of a built-in pipeline.
 
-    With no reference: `$FLYWHEEL_PIPELINE`, else `./pipeline.yaml` when present, else `db-refresh`.
+    With no reference: `$FLYWHEEL_PIPELINE`, else `./pipeline.yaml` when present, else the pipeline
+    installed with flywheel when there is exactly one (db-refresh today; the core names none).
     """
     ref = ref or os.environ.get("FLYWHEEL_PIPELINE")
     if ref is None:
-        ref = "pipeline.yaml" if Path("pipeline.yaml").exists() else "db-refresh"
+        installed = sorted(p.parent.name.replace("_", "-") for p in BUILTIN_PIPELINES.glob("*/pipeline.yaml"))
+        if Path("pipeline.yaml").exists() or len(installed) != 1:
+            ref = "pipeline.yaml"
+        else:
+            ref = installed[0]
     candidate = Path(ref)
     if candidate.is_dir():
         candidate = candidate / "pipeline.yaml"

@@ -484,10 +484,7 @@ def resolve_pipeline_path(ref: str | None) -> Path:
     ref = ref or os.environ.get("FLYWHEEL_PIPELINE")
     if ref is None:
         installed = sorted(p.parent.name.replace("_", "-") for p in BUILTIN_PIPELINES.glob("*/pipeline.yaml"))
-        if Path("pipeline.yaml").exists() or len(installed) != 1:
-            ref = "pipeline.yaml"
-        else:
-            ref = installed[0]
+        ref = installed[0] if len(installed) == 1 and not Path("pipeline.yaml").exists() else "pipeline.yaml"
     candidate = Path(ref)
     if candidate.is_dir():
         candidate = candidate / "pipeline.yaml"

@@ -94,6 +94,7 @@ class Runner:
     redact: Callable[[str], str] | None = None
     """Masks secret values in what is journaled (and so in what observers see): see `flywheel.redaction`."""
     _sleep: Callable[[float], bool] | None = None
+    _parents: dict[int, int | None] = field(default_factory=dict)  # run -> the run it continues
 
     @property
     def _pythonpath(self) -> tuple[str, ...]:
@@ -104,8 +105,10 @@ class Runner:
         """The backend run ids of `key` journaled by the runs this one continues, in attempts that never
         ended (newest first); the walk up the lineage stops at the first run where `key` ended."""
         found: list[str] = []
-        started = self.journal.run_started(run_id)
-        parent = started.parent_run if started else None
+        if run_id not in self._parents:  # once per run, not once per key
+            started = self.journal.run_started(run_id)
+            self._parents[run_id] = started.parent_run if started else None
+        parent = self._parents[run_id]
         for _ in range(LINEAGE_LOOKBACK):
             if parent is None:
                 break
@@ -122,7 +125,7 @@ class Runner:
         """Journal first, then observers; a failing observer is journaled and never fails the run.
 
         Secret values are masked before either sees an event."""
-        if self.redact is not None:
+        if self.redact:  # a redactor with no secret to mask (none configured or set) costs nothing
             events = tuple(masked(event, self.redact) for event in events)
         try:
             self.journal.append(*events)

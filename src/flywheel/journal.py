@@ -310,26 +310,6 @@ class Journal:
         return event
 
     @_translated
-    def descendants(self, run_id: int) -> list[tuple[int, int]]:
-        """Every run that continues `run_id`, directly or through resumes of resumes, as (run, parent),
-        in run order. Lineage lives in each `RunStarted`; no cap on how many runs came since."""
-        rows = self._db.execute(
-            """
-            WITH RECURSIVE lineage(run_id, parent) AS (
-                SELECT run_id, json_extract(body, '$.parent_run') FROM events
-                WHERE kind = :kind AND json_extract(body, '$.parent_run') = :root
-                UNION
-                SELECT e.run_id, json_extract(e.body, '$.parent_run') FROM events e
-                JOIN lineage l ON json_extract(e.body, '$.parent_run') = l.run_id
-                WHERE e.kind = :kind
-            )
-            SELECT run_id, parent FROM lineage ORDER BY run_id
-            """,
-            {"kind": EventKind.RUN_STARTED, "root": run_id},
-        ).fetchall()
-        return [(int(r), int(p)) for r, p in rows]
-
-    @_translated
     def lineage(self, *, after: int = 0) -> dict[int, int]:
         """Every run after `after` that continues another, as {run: parent}: one read of their start
         events (a run's descendants always come after it, so a page of recent runs reads only those)."""

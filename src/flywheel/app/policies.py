@@ -78,6 +78,13 @@ def recovered_by(journal: Journal, run_id: int) -> int | None:
     return recovered_by_many(journal, [run_id]).get(run_id)
 
 
+def open_to_resume(status: RunStatus, recovered: int | None) -> bool:
+    """May this run be resumed? Work is left (failed, interrupted, partial) and no later run of its
+    lineage did it (`recovered` is `recovered_by` of the run). The one answer the CLI's resume
+    command, `mark`, the run list and the dashboard's Resume all use."""
+    return status.resumable and recovered is None
+
+
 def recovered_by_many(journal: Journal, run_ids: Sequence[int]) -> dict[int, int]:
     """`recovered_by` for many runs at once (a page of the run list): one read of the lineage and one
     of the descendants' events, whatever the number of runs in the journal."""
@@ -109,7 +116,7 @@ def find_resumable(session: Session, journal: Journal) -> RunState:
     rows = journal.runs(session.pipeline, session.env_name, limit=50)
     for row in rows:
         state = load_state(journal, row.run_id, lock=lock)
-        if state.status.resumable and recovered_by(journal, row.run_id) is None:
+        if open_to_resume(state.status, recovered_by(journal, row.run_id)):
             return state
         if state.status is RunStatus.SUCCEEDED and row is rows[0]:
             raise UsageError(

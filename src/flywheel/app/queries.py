@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.app.facts import default_fingerprinter, verify_key
-from flywheel.app.policies import load_state, recovered_by, settle
+from flywheel.app.policies import load_state, open_to_resume, recovered_by, settle
 from flywheel.app.secrets import session_redactor
 from flywheel.app.session import Session
 from flywheel.errors import NotFound, UsageError
@@ -40,7 +40,7 @@ class RunView:
     @property
     def resume_command(self) -> str | None:
         """Offered only where work is left and no later run already did it."""
-        if not self.state.status.resumable or self.recovered_by is not None:
+        if not open_to_resume(self.state.status, self.recovered_by):
             return None
         return f"flywheel resume {self.state.run_id}"
 
@@ -149,7 +149,7 @@ def mark_succeeded(
             journal.append(*events)
             after = fold(run_id, journal.events(run_id))
             later = recovered_by(journal, run_id)
-    command = f"flywheel resume {run_id}" if events and after.status.resumable and later is None else None
+    command = f"flywheel resume {run_id}" if events and open_to_resume(after.status, later) else None
     return MarkResult(
         run_id=run_id,
         marked=events,

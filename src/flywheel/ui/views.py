@@ -150,7 +150,7 @@ class RunSummary:
     @property
     def open(self) -> bool:
         """Work is left and no later run did it: what the on-call engineer still has to act on."""
-        return self.status.resumable and self.recovered_by is None
+        return api.open_to_resume(self.status, self.recovered_by)
 
 
 @dataclass(frozen=True)
@@ -334,7 +334,7 @@ class RunPage:
 
     @property
     def resumable(self) -> bool:
-        return self.state.status.resumable and self.session is not None and self.recovered_by is None
+        return self.session is not None and api.open_to_resume(self.state.status, self.recovered_by)
 
     @property
     def may_have_incident(self) -> bool:
@@ -423,7 +423,7 @@ def resume_preview(session: api.Session, run_id: int) -> ResumePreview:
 
 def children(journal: Journal, pipeline: str, env: str, run_id: int, home: Path) -> list[tuple[int, str]]:
     """Later runs that continue this one directly (its resumes), with their status."""
-    direct = [child for child, parent in journal.descendants(run_id) if parent == run_id]
+    direct = sorted(child for child, parent in journal.lineage(after=run_id).items() if parent == run_id)
     events = journal.events_of_runs(direct)
     locks = Locks(home)
     return [(child, locks.settle(fold(child, events[child]), pipeline, env).status.value) for child in direct]
@@ -492,7 +492,7 @@ def resume_view(catalog: Catalog, journal: Journal, run_id: int) -> ResumeView:
     session = catalog.session(journal, run_id)
     recovered = api.recovered_by(journal, run_id)
     busy = Locks(catalog.home).holder(row.pipeline, row.env)
-    resumable = state.status.resumable and session is not None and recovered is None
+    resumable = session is not None and api.open_to_resume(state.status, recovered)
     return ResumeView(
         run_id=run_id,
         pipeline=row.pipeline,

@@ -139,6 +139,21 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox
     yield Sandbox(root=root, home=home)
 
 
+@pytest.fixture
+def chain(sandbox: Sandbox) -> Sandbox:
+    """a -> b[x], b[y] -> c -> d, every output declared: the runbook's shape in small (a step with two
+    contexts between plain ones), for stories told through the real CLI."""
+    sandbox.write(
+        [
+            step("a", 1, outputs=["{out}/a.txt"]),
+            step("b", 2, ["a"], contexts=["x", "y"], outputs=["{out}/b[{context}].txt"]),
+            step("c", 3, ["b"], outputs=["{out}/c.txt"]),
+            step("d", 4, ["c"], outputs=["{out}/d.txt"]),
+        ]
+    )
+    return sandbox
+
+
 # Tiers: the fast tier (`make unit`) is pure code: planner, spec, journal, events, export, classification.
 # Anything that runs real jobs on data, a real server (moto, HTTP, SMTP) or pipelines in subprocesses
 # is end-to-end, whatever file it lives in.

@@ -12,23 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Sandbox, step
+from tests.conftest import Sandbox
 from tests.ui.conftest import serve_in_thread
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def chain(sandbox: Sandbox) -> Sandbox:
-    sandbox.write(
-        [
-            step("a", 1, outputs=["{out}/a.txt"]),
-            step("b", 2, ["a"], contexts=["x", "y"], outputs=["{out}/b[{context}].txt"]),
-            step("c", 3, ["b"], outputs=["{out}/c.txt"]),
-            step("d", 4, ["c"], outputs=["{out}/d.txt"]),
-        ]
-    )
-    return sandbox
 
 
 def status_of(sandbox: Sandbox, run_id: int) -> dict[str, Any]:

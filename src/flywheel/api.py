@@ -10,7 +10,9 @@ from flywheel.app.policies import (
     find_resumable,
     latest_successes,
     load_state,
+    needs_attention,
     open_to_resume,
+    recovered_among,
     recovered_by,
     recovered_by_many,
     settle,
@@ -28,6 +30,7 @@ from flywheel.app.queries import (
     status,
     verify_run,
 )
+from flywheel.app.run_index import Cell, RunDigest, RunIndex
 from flywheel.app.runs import (
     PlanInputsHook,
     PlannedRun,
@@ -55,10 +58,13 @@ from flywheel.app.views import (
 
 __all__ = [
     "DEFAULT_HOME",
+    "Cell",
     "KeyReport",
     "MarkResult",
     "PlanInputsHook",
     "PlannedRun",
+    "RunDigest",
+    "RunIndex",
     "RunOptions",
     "RunResult",
     "RunView",
@@ -76,12 +82,14 @@ __all__ = [
     "log_files",
     "mark_records",
     "mark_succeeded",
+    "needs_attention",
     "open_session",
     "open_to_resume",
     "planned_summary",
     "prepare",
     "projects_redactor",
     "read_logs",
+    "recovered_among",
     "recovered_by",
     "recovered_by_many",
     "request_flags",

@@ -27,7 +27,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -164,10 +164,10 @@ def signature_id(error_type: str, message: str) -> str:
 
 
 @dataclass(frozen=True)
-class Failure:
-    """One step that failed for good (no retry left) in one run of the incident."""
+class FinalFailure:
+    """A step attempt that failed with no retry left, as recorded (classified when incidents are read,
+    with the pipeline definition of that time)."""
 
-    run_id: int
     key: StepKey
     at: float
     error_type: str
@@ -176,6 +176,13 @@ class Failure:
     duration: float
     exit_code: int | None
     log_path: str | None
+
+
+@dataclass(frozen=True)
+class Failure(FinalFailure):
+    """One step that failed for good (no retry left) in one run of the incident, classified."""
+
+    run_id: int
     cause: Cause
     hints: tuple[str, ...]
     signature: str
@@ -249,18 +256,34 @@ class Incident:
         return f"flywheel resume {self.runs[-1]}"
 
 
-def _final_failures(run_id: int, events: Sequence[Event], state: RunState, spec: PipelineSpec | None) -> list[Failure]:
+@dataclass(frozen=True)
+class RunFacts:
+    """What the incident projection needs of one run, folded once from its events.
+
+    Small and serializable on purpose: the dashboard's run index keeps one per run so the incidents
+    pages never fold every run again (`flywheel.app.run_index`).
+    """
+
+    run_id: int
+    started: RunStarted | None
+    status: RunStatus
+    finished_at: float | None
+    failures: tuple[FinalFailure, ...] = ()
+    notes: tuple[Note, ...] = ()
+    reused: tuple[ReusedStep, ...] = ()
+
+
+def run_facts(run_id: int, events: Sequence[Event], state: RunState | None = None) -> RunFacts:
+    """The incident-relevant facts of one run, from its events (and its fold, when already made)."""
+    state = fold(run_id, events) if state is None else state
     logs: dict[tuple[StepKey, int], str | None] = {}
-    out: list[Failure] = []
+    failures: list[FinalFailure] = []
     for event in events:
         if isinstance(event, StepStarted):
             logs[(event.key, event.attempt)] = event.log_path
         elif isinstance(event, StepFailed) and not event.will_retry:
-            step_spec = spec.by_id.get(event.step) if spec is not None else None
-            cause, hints = classify(step_spec, event.error_type, event.error_message)
-            out.append(
-                Failure(
-                    run_id=run_id,
+            failures.append(
+                FinalFailure(
                     key=event.key,
                     at=event.at,
                     error_type=event.error_type,
@@ -269,20 +292,37 @@ def _final_failures(run_id: int, events: Sequence[Event], state: RunState, spec:
                     duration=event.duration,
                     exit_code=event.exit_code,
                     log_path=logs.get((event.key, event.attempt)),
-                    cause=cause,
-                    hints=hints,
-                    signature=signature(event.error_message),
-                    signature_id=signature_id(event.error_type, event.error_message),
                 )
             )
-    return out
+    return RunFacts(
+        run_id=run_id,
+        started=state.started,
+        status=state.status,
+        finished_at=state.finished_at,
+        failures=tuple(failures),
+        notes=tuple(
+            Note(at=e.at, user=e.user, cause=e.cause, fix=e.fix, category=e.category)
+            for e in events
+            if isinstance(e, IncidentNoted)
+        ),
+        reused=tuple(
+            ReusedStep(key=e.key, source_run=e.source_run, duration=e.duration, dpu_hours=e.dpu_hours)
+            for e in events
+            if isinstance(e, StepReused)
+        ),
+    )
 
 
-def _reused(events: Sequence[Event]) -> tuple[ReusedStep, ...]:
-    return tuple(
-        ReusedStep(key=e.key, source_run=e.source_run, duration=e.duration, dpu_hours=e.dpu_hours)
-        for e in events
-        if isinstance(e, StepReused)
+def _classified(run_id: int, failure: FinalFailure, spec: PipelineSpec | None) -> Failure:
+    step_spec = spec.by_id.get(failure.key.step) if spec is not None else None
+    cause, hints = classify(step_spec, failure.error_type, failure.error_message)
+    return Failure(
+        **{f.name: getattr(failure, f.name) for f in fields(FinalFailure)},
+        run_id=run_id,
+        cause=cause,
+        hints=hints,
+        signature=signature(failure.error_message),
+        signature_id=signature_id(failure.error_type, failure.error_message),
     )
 
 
@@ -350,89 +390,90 @@ def incidents(
     env: str | None = None,
     all_pipelines: bool = False,
 ) -> list[Incident]:
-    """Every incident of the pipeline (of `spec`, unless `all_pipelines`), oldest first.
-
-    Runs are folded as recorded: a run with no end event is taken as still running, never as failed.
-    """
+    """Every incident of the pipeline (of `spec`, unless `all_pipelines`), oldest first, folded from
+    the journal's events (the dashboard reads the same projection from its run index)."""
     pipeline = None if all_pipelines or spec is None else spec.pipeline
     rows = sorted(journal.runs(pipeline, env), key=lambda r: r.run_id)
     events = journal.events_of_runs([r.run_id for r in rows])
+    return incidents_from([run_facts(r.run_id, events[r.run_id]) for r in rows], spec)
+
+
+def incidents_from(runs: Iterable[RunFacts], spec: PipelineSpec | None = None) -> list[Incident]:
+    """The incident projection over runs in run-id order (oldest first).
+
+    Runs are taken as recorded: a run with no end event is taken as still running, never as failed.
+    """
     specs: dict[str, PipelineSpec | None] = {}
     open_by_run: dict[int, _Open] = {}  # member run -> its open incident
     closed: dict[int, Incident] = {}
     opened: list[_Open] = []
     journal_started: dict[int, RunStarted] = {}
 
-    def close(inc: _Open, run_id: int, at: float | None, status: IncidentStatus, run_events: Sequence[Event]) -> None:
-        reused = _reused(run_events)  # a fresh `run --skip-steps` that supersedes still saved time
+    def close(inc: _Open, facts: RunFacts, status: IncidentStatus) -> None:
+        reused = facts.reused  # a fresh `run --skip-steps` that supersedes still saved time
         first = journal_started.get(inc.id)
         closed[inc.id] = _freeze(
             inc,
             status=status,
-            closed_by=run_id,
-            closed_at=at,
+            closed_by=facts.run_id,
+            closed_at=facts.finished_at,
             reused=reused,
             saved=time_saved(_spec_for(first, spec, specs), reused) if first and reused else None,
         )
         for member in [k for k, v in open_by_run.items() if v is inc]:
             del open_by_run[member]
 
-    for row in rows:
-        run_events = events[row.run_id]
-        state = fold(row.run_id, run_events)
-        started = state.started
+    for facts in runs:
+        started = facts.started
         if started is None:
             continue
-        journal_started[row.run_id] = started
+        journal_started[facts.run_id] = started
         parent = open_by_run.get(started.parent_run) if started.parent_run is not None else None
-        notes = [
-            Note(at=e.at, user=e.user, cause=e.cause, fix=e.fix, category=e.category)
-            for e in run_events
-            if isinstance(e, IncidentNoted)
-        ]
         if parent is not None:
-            parent.runs.append(row.run_id)
-            parent.notes.extend(notes)
-            open_by_run[row.run_id] = parent
-            if state.status is RunStatus.FAILED:
-                parent.failures.extend(_final_failures(row.run_id, run_events, state, _spec_for(started, spec, specs)))
-            elif state.status is RunStatus.SUCCEEDED:
-                close(parent, row.run_id, state.finished_at, IncidentStatus.RESOLVED, run_events)
+            parent.runs.append(facts.run_id)
+            parent.notes.extend(facts.notes)
+            open_by_run[facts.run_id] = parent
+            if facts.status is RunStatus.FAILED:
+                run_spec = _spec_for(started, spec, specs)
+                parent.failures.extend(_classified(facts.run_id, f, run_spec) for f in facts.failures)
+            elif facts.status is RunStatus.SUCCEEDED:
+                close(parent, facts, IncidentStatus.RESOLVED)
             continue
-        if state.status is RunStatus.SUCCEEDED:
+        if facts.status is RunStatus.SUCCEEDED:
             for inc in {id(v): v for v in open_by_run.values()}.values():
-                if (inc.pipeline, inc.env) == (started.pipeline, started.env) and inc.id < row.run_id:
-                    close(inc, row.run_id, state.finished_at, IncidentStatus.SUPERSEDED, run_events)
+                if (inc.pipeline, inc.env) == (started.pipeline, started.env) and inc.id < facts.run_id:
+                    close(inc, facts, IncidentStatus.SUPERSEDED)
             continue
-        if state.status is not RunStatus.FAILED:
+        if facts.status is not RunStatus.FAILED:
             continue
-        failures = _final_failures(row.run_id, run_events, state, _spec_for(started, spec, specs))
+        run_spec = _spec_for(started, spec, specs)
+        failures = [_classified(facts.run_id, f, run_spec) for f in facts.failures]
         if not failures:  # failed without a failed step (an import of a broken execution): still an incident
-            failures = [_run_level_failure(row.run_id, state)]
+            failures = [_run_level_failure(facts)]
         inc = _Open(
-            id=row.run_id,
+            id=facts.run_id,
             pipeline=started.pipeline,
             env=started.env,
             opened_at=min(f.at for f in failures),
             opened_by=f"{started.user}@{started.host}" if started.user else "",
             execution=started.external_id,
-            runs=[row.run_id],
+            runs=[facts.run_id],
             failures=failures,
-            notes=notes,
+            notes=list(facts.notes),
         )
         opened.append(inc)
-        open_by_run[row.run_id] = inc
+        open_by_run[facts.run_id] = inc
 
     result = [closed.get(inc.id) or _freeze(inc) for inc in opened]
     return _with_past_fixes(result)
 
 
-def _run_level_failure(run_id: int, state: RunState) -> Failure:
+def _run_level_failure(facts: RunFacts) -> Failure:
     message = "the run failed without a failed step (steps were blocked or never started)"
     return Failure(
-        run_id=run_id,
+        run_id=facts.run_id,
         key=StepKey("(run)"),
-        at=state.finished_at or (state.started.at if state.started else 0.0),
+        at=facts.finished_at or (facts.started.at if facts.started else 0.0),
         error_type="RunFailed",
         error_message=message,
         attempts=0,
@@ -508,7 +549,11 @@ def past_fix(journal: Journal, spec: PipelineSpec | None, error_type: str, messa
 
 def find_incident(journal: Journal, spec: PipelineSpec | None, ref: int) -> Incident:
     """The incident with this id, or the one a run id belongs to (any run of its lineage)."""
-    found = incidents(journal, spec, all_pipelines=True)
+    return find_in(incidents(journal, spec, all_pipelines=True), ref)
+
+
+def find_in(found: Sequence[Incident], ref: int) -> Incident:
+    """`find_incident` among incidents already read (the dashboard reads them from its run index)."""
     for inc in found:
         if inc.id == ref:
             return inc

@@ -281,6 +281,38 @@ class Journal:
         return [RunRow(*r) for r in rows]
 
     @_translated
+    def runs_by_id(self, run_ids: Sequence[int]) -> list[RunRow]:
+        """These runs' rows, in run-id order (the ones that exist)."""
+        out: list[RunRow] = []
+        for start in range(0, len(run_ids), 500):
+            chunk = list(run_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                RunRow(*r)
+                for r in self._db.execute(
+                    f"SELECT run_id, pipeline, env, created FROM runs WHERE run_id IN ({marks}) ORDER BY run_id", chunk
+                )
+            )
+        return out
+
+    @_translated
+    def runs_changed_after(self, seq: int, *, after_run: int = 0) -> tuple[list[int], tuple[int, int, float] | None]:
+        """The runs with an event after `seq` or created after run `after_run`, and the last event as
+        (seq, run, at): what a cache of the fold must fold again to catch up (`app.run_index`)."""
+        touched = {r for (r,) in self._db.execute("SELECT DISTINCT run_id FROM events WHERE seq > ?", (seq,))}
+        touched |= {r for (r,) in self._db.execute("SELECT run_id FROM runs WHERE run_id > ?", (after_run,))}
+        last = self._db.execute("SELECT seq, run_id, at FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return sorted(touched), (
+            None if last is None or last[0] <= seq else (int(last[0]), int(last[1]), float(last[2]))
+        )
+
+    @_translated
+    def event_at(self, seq: int) -> tuple[int, float] | None:
+        """The run and time of the event numbered `seq`, if the journal holds it."""
+        row = self._db.execute("SELECT run_id, at FROM events WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else (int(row[0]), float(row[1]))
+
+    @_translated
     def latest_successes(self, pipeline: str, env: str) -> dict[tuple[str, str | None], tuple[int, Event]]:
         """The newest success-like event (succeeded, reused, marked) of every step key."""
         rows = self._db.execute(

@@ -42,7 +42,10 @@ def test_the_run_list_filters_by_pipeline_env_and_status(served: Served) -> None
     empty = client.get("/runs?pipeline=other&status=failed").body
     assert runs_listed(empty) == [] and "no runs match these filters" in empty
     page = client.get("/runs").body
-    assert '<tr data-run="1" data-status="failed" data-pipeline="tiny" data-env="local">' in page
+    assert '<tr data-run="1" data-status="failed" data-pipeline="tiny" data-env="local" data-attention="1">' in page
+    # the failed run is the only one that needs someone: the "needs attention" filter keeps just it
+    assert runs_listed(client.get("/runs?attention=1").body) == [1]
+    assert runs_listed(client.get("/runs?attention=1&status=succeeded").body) == []
     for option in ("tiny", "other", "local", "dev", "failed", "succeeded", "running", "interrupted"):
         assert f'<option value="{option}"' in page
     assert client.get("/").status == 303 and client.get("/").headers["location"] == "/runs"
@@ -54,7 +57,7 @@ def test_the_page_of_a_failed_run(served: Served) -> None:
     body = page.body
     assert states(body) == {"a": "succeeded", "b[x]": "succeeded", "b[y]": "failed", "c": "not_started"}
     assert '<span id="run-status" data-status="failed">' in body
-    assert re.search(r'<tr data-key="b\[y\]" data-state="failed">', body)  # the steps table agrees
+    assert re.search(r'<tr data-key="b\[y\]" data-state="failed"', body)  # the steps table agrees
     # the failed step: its error (escaped), classified cause, the pipeline's hint and the log line
     failure = body[body.index('<div class="failure" data-key="b[y]">') :]
     assert "InjectedFault: the source file /data/raw/&lt;ids&gt;.csv is missing" in failure

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -85,11 +85,30 @@ def open_to_resume(status: RunStatus, recovered: int | None) -> bool:
     return status.resumable and recovered is None
 
 
+def needs_attention(status: RunStatus, recovered: int | None, *, overdue: bool = False) -> bool:
+    """Does this run need the on-call engineer? Work left that no later run did (a failed, interrupted or
+    partial run not yet recovered), or a run still going whose running step is overdue."""
+    return open_to_resume(status, recovered) or (status is RunStatus.RUNNING and overdue)
+
+
 def recovered_by_many(journal: Journal, run_ids: Sequence[int]) -> dict[int, int]:
     """`recovered_by` for many runs at once (a page of the run list): one read of the lineage and one
     of the descendants' events, whatever the number of runs in the journal."""
+
+    def succeeded(wanted: Sequence[int]) -> set[int]:
+        events = journal.events_of_runs(wanted) if wanted else {}
+        return {d for d in wanted if fold(d, events[d]).status is RunStatus.SUCCEEDED}
+
+    return recovered_among(run_ids, journal.lineage(after=min(run_ids, default=0)), succeeded)
+
+
+def recovered_among(
+    run_ids: Sequence[int], lineage: Mapping[int, int], succeeded: Callable[[Sequence[int]], set[int]]
+) -> dict[int, int]:
+    """The rule behind `recovered_by`, over any source of lineage ({run: parent}) and of run outcomes
+    (the journal, or the dashboard's run index): the first descendant, in run order, that succeeded."""
     children: dict[int, list[int]] = {}
-    for child, parent in sorted(journal.lineage(after=min(run_ids, default=0)).items()):
+    for child, parent in sorted(lineage.items()):
         children.setdefault(parent, []).append(child)
     lines: dict[int, list[int]] = {}
     for run_id in run_ids:
@@ -99,12 +118,10 @@ def recovered_by_many(journal: Journal, run_ids: Sequence[int]) -> dict[int, int
             found.append(child)
             frontier.extend(children.get(child, ()))
         lines[run_id] = sorted(found)
-    wanted = sorted({d for line in lines.values() for d in line})
-    events = journal.events_of_runs(wanted) if wanted else {}
-    succeeded = {d for d in wanted if fold(d, events[d]).status is RunStatus.SUCCEEDED}
+    done = succeeded(sorted({d for line in lines.values() for d in line}))
     out: dict[int, int] = {}
     for run_id, line in lines.items():
-        first = next((d for d in line if d in succeeded), None)
+        first = next((d for d in line if d in done), None)
         if first is not None:
             out[run_id] = first
     return out

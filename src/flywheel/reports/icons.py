@@ -20,6 +20,7 @@ _SHAPES = {
     'rx="2" fill="none" stroke-width="1"/>',
     "partial": '<path d="M4 8h8" stroke-width="2"/>',
     "run": '<path d="M5 4l7 4-7 4z"/>',
+    "hint": '<path d="M8 7v5" stroke-width="2"/><circle cx="8" cy="4.5" r="1.1"/>',
 }
 LABELS = {"not_started": "not executed", "run": "runs"}
 

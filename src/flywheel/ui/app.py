@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 
 from flywheel import api
 from flywheel.errors import FlywheelError, NotFound
-from flywheel.incidents import CAUSE_HELP, Cause, find_incident, note_incident, parse_since, summarize
+from flywheel.incidents import CAUSE_HELP, Cause, find_in, note_incident, parse_since, summarize
 from flywheel.journal import Journal, open_journal
 from flywheel.lock import current_identity
 from flywheel.logtail import tail
@@ -140,6 +140,7 @@ class Dashboard:
             self.query(request, "env"),
             self.query(request, "status"),
         )
+        attention = self.query(request, "attention") == "1"
         with self.journal() as j:
             older = self.query(request, "before")
             listing = views.list_runs(
@@ -149,13 +150,15 @@ class Dashboard:
                 env=env,
                 status=status,
                 before=int(older) if older and older.isdigit() else None,
+                attention=attention,
+                catalog=self.catalog,
             )
         return self.render(
             request,
             "runs.html",
             nav="runs",
             listing=listing,
-            chosen={"pipeline": pipeline, "env": env, "status": status},
+            chosen={"pipeline": pipeline, "env": env, "status": status, "attention": "1" if attention else ""},
             any_running=any(r.status is RunStatus.RUNNING for r in listing.runs),
             took_ms=(time.perf_counter() - started) * 1000,
         )
@@ -198,7 +201,7 @@ class Dashboard:
         with self.journal() as j:
             state, _ = views.load_run(j, self.settings.home, run_id)
             session = self.catalog.session(j, run_id)
-            found = views.incident_of(j, session.spec if session else None, state)
+            found = views.incident_of(j, self.settings.home, session.spec if session else None, state)
         if found is None:
             return HTMLResponse('<p class="muted" id="no-incident">no incident: this run did not fail</p>')
         link = f'<p><a href="/incidents/{found.id}">open incident {found.id}</a> to add a note</p>'
@@ -328,7 +331,7 @@ class Dashboard:
             self.query(request, "status"),
         )
         with self.journal() as j:
-            listing = views.list_incidents(j, pipeline=pipeline, env=env, status=status)
+            listing = views.list_incidents(j, self.settings.home, pipeline=pipeline, env=env, status=status)
         return self.render(
             request,
             "incidents.html",
@@ -343,7 +346,7 @@ class Dashboard:
         if not ref.isdigit():
             raise NotFound(f"no incident {ref!r}", fix="pick one from the list")
         with self.journal() as j:
-            inc = find_incident(j, None, int(ref))
+            inc = find_in(views.all_incidents(j, self.settings.home), int(ref))
         return self.render(
             request,
             "incident.html",
@@ -380,7 +383,7 @@ class Dashboard:
         since_text = self.query(request, "since") or "30d"
         start = None if since_text == "all" else parse_since(since_text)
         with self.journal() as j:
-            listing = views.list_incidents(j, pipeline=pipeline, env=env)
+            listing = views.list_incidents(j, self.settings.home, pipeline=pipeline, env=env)
         summary = summarize(listing.incidents[::-1], since=start)
         charts = {
             name: trusted(bar_chart([(k, float(v)) for k, v in counts.items()], label=f"failures by {name}"))

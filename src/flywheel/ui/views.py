@@ -8,21 +8,21 @@ unfinished run counts as running only while its runner holds the lock, as in `fl
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from flywheel import api
-from flywheel.errors import FlywheelError
+from flywheel.errors import FlywheelError, UsageError
 from flywheel.events import Event, StepReused
 from flywheel.incidents import (
     Incident,
     IncidentStatus,
     LogExcerpt,
+    PastFix,
     ReusedStep,
     classify,
-    incidents,
     log_excerpt,
     time_saved,
 )
@@ -146,11 +146,18 @@ class RunSummary:
     failed: tuple[str, ...]
     source: str
     recovered_by: int | None = None  # a later run of its lineage that succeeded (`api.recovered_by`)
+    children: tuple[int, ...] = ()  # the runs that continue this one (resumes)
+    cells: Mapping[StepKey, api.Cell] = field(default_factory=dict)
+    overdue: bool = False
 
     @property
     def open(self) -> bool:
         """Work is left and no later run did it: what the on-call engineer still has to act on."""
         return api.open_to_resume(self.status, self.recovered_by)
+
+    @property
+    def needs_attention(self) -> bool:
+        return api.needs_attention(self.status, self.recovered_by, overdue=self.overdue)
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,11 @@ class RunList:
     envs: tuple[str, ...]
     statuses: tuple[str, ...] = tuple(s.value for s in RunStatus if s is not RunStatus.UNFINISHED)
     truncated: bool = False
+    columns: tuple[StepKey, ...] = ()  # the grid's columns: every key of the runs shown, in operator order
+
+
+_MAY_SETTLE_AS = {RunStatus.RUNNING, RunStatus.INTERRUPTED}
+_ATTENTION = (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.PARTIAL, RunStatus.UNFINISHED)
 
 
 def list_runs(
@@ -169,55 +181,107 @@ def list_runs(
     pipeline: str | None = None,
     env: str | None = None,
     status: str | None = None,
+    attention: bool = False,
     limit: int = 100,
     before: int | None = None,
+    catalog: Catalog | None = None,
 ) -> RunList:
-    """Newest runs first (older than `before`, for the next page), filtered. Runs are folded in batches
-    until `limit` of them pass the status filter."""
-    every = journal.runs()
-    pipelines = tuple(sorted({r.pipeline for r in every}))
-    envs = tuple(sorted({r.env for r in every}))
-    rows = [
-        r
-        for r in every
-        if (pipeline is None or r.pipeline == pipeline)
-        and (env is None or r.env == env)
-        and (before is None or r.run_id < before)
-    ]
+    """Newest runs first (older than `before`, for the next page), filtered, each with its grid cells.
+
+    Read from the run index (`api.RunIndex`), never by folding every run: a page costs a few indexed
+    queries whatever the size of the journal. A run the index holds as unfinished is settled against
+    its lock here (running, or interrupted when its runner is gone) before the status filter applies.
+    """
+    wanted: tuple[RunStatus, ...] = ()
+    if status:
+        chosen = RunStatus(status) if status in {s.value for s in RunStatus} else None
+        if chosen is None:
+            raise UsageError(f"unknown status {status!r}", fix=f"use one of: {', '.join(RunList.statuses)}")
+        wanted = (chosen, RunStatus.UNFINISHED) if chosen in _MAY_SETTLE_AS else (chosen,)
+    if attention:
+        wanted = tuple(s for s in _ATTENTION if not wanted or s in wanted)
     locks = Locks(home)
     out: list[RunSummary] = []
-    truncated = False
-    for start in range(0, len(rows), 200):
-        batch = rows[start : start + 200]
-        events = journal.events_of_runs([r.run_id for r in batch])
-        for row in batch:
-            state = locks.settle(fold(row.run_id, events[row.run_id]), row.pipeline, row.env)
-            if status and state.status.value != status:
-                continue
-            if len(out) == limit:
-                truncated = True
+    with api.RunIndex(home, journal) as index:
+        index.refresh()
+        pipelines, envs = index.names()
+        cursor = before
+        while len(out) <= limit:
+            batch = index.digests(pipeline=pipeline, env=env, statuses=wanted, before=cursor, limit=limit + 1)
+            if not batch:
                 break
-            st = state.started
-            out.append(
-                RunSummary(
-                    run_id=row.run_id,
-                    pipeline=row.pipeline,
-                    env=row.env,
-                    status=state.status,
-                    started_at=st.at if st else row.created,
-                    duration=state.duration,
-                    user=f"{st.user}@{st.host}" if st and st.user else "",
-                    parent_run=st.parent_run if st else None,
-                    request=api.request_flags(st.request) if st else "",
-                    failed=tuple(str(k) for k in state.failed_keys),
-                    source=st.source if st else "",
-                )
+            cursor = batch[-1].run_id
+            lineage = index.lineage(after=cursor - 1)
+            recovered = api.recovered_among(
+                [d.run_id for d in batch],
+                lineage,
+                lambda ids: {r for r, s in index.statuses(ids).items() if s is RunStatus.SUCCEEDED},
             )
-        if truncated:
-            break
-    recovered = api.recovered_by_many(journal, [r.run_id for r in out if r.status.resumable])
-    out = [replace(r, recovered_by=recovered.get(r.run_id)) for r in out]
-    return RunList(runs=tuple(out), pipelines=pipelines, envs=envs, truncated=truncated)
+            children: dict[int, list[int]] = {}
+            for child, parent in sorted(lineage.items()):
+                children.setdefault(parent, []).append(child)
+            for digest in batch:
+                summary = _summary(digest, locks, recovered.get(digest.run_id), tuple(children.get(digest.run_id, ())))
+                if status and summary.status.value != status:
+                    continue
+                if summary.status is RunStatus.RUNNING:
+                    summary = replace(summary, overdue=index.overdue(digest))
+                if attention and not summary.needs_attention:
+                    continue
+                out.append(summary)
+    truncated = len(out) > limit
+    shown = tuple(out[:limit])
+    return RunList(
+        runs=shown,
+        pipelines=pipelines,
+        envs=envs,
+        truncated=truncated,
+        columns=_grid_columns(shown, catalog),
+    )
+
+
+def _summary(digest: api.RunDigest, locks: Locks, recovered: int | None, children: tuple[int, ...]) -> RunSummary:
+    st = digest.facts.started
+    cells = {c.key: c for c in digest.cells}
+    status = digest.status
+    if status is RunStatus.UNFINISHED:
+        steps = {k: StepState(k, status=c.status) for k, c in cells.items()}
+        settled = locks.settle(RunState(digest.run_id, st, status, steps=steps), digest.pipeline, digest.env)
+        status = settled.status
+        cells = {k: replace(c, status=settled.step(k).status) for k, c in cells.items()}
+    return RunSummary(
+        run_id=digest.run_id,
+        pipeline=digest.pipeline,
+        env=digest.env,
+        status=status,
+        started_at=digest.started_at,
+        duration=digest.duration,
+        user=f"{st.user}@{st.host}" if st and st.user else "",
+        parent_run=digest.parent_run,
+        request=api.request_flags(st.request) if st else "",
+        failed=tuple(str(k) for k in digest.failed),
+        source=st.source if st else "",
+        recovered_by=recovered if status.resumable else None,
+        children=children,
+        cells=cells,
+    )
+
+
+def _grid_columns(runs: Sequence[RunSummary], catalog: Catalog | None) -> tuple[StepKey, ...]:
+    """Every key of these runs in operator order: by the pipeline's step order when its definition is
+    known (contexts in the order they were resolved), else in the order the runs recorded them."""
+    seen: dict[StepKey, None] = {}
+    for run in reversed(runs):
+        seen.update(dict.fromkeys(run.cells))
+    order: dict[str, int] = {}
+    if catalog is not None:
+        for name in dict.fromkeys(r.pipeline for r in runs):
+            project = catalog.project(None, name)
+            if project is not None:
+                for spec_step in project.spec.steps:
+                    order.setdefault(spec_step.id, len(order))
+    first = {key: i for i, key in enumerate(seen)}
+    return tuple(sorted(seen, key=lambda k: (order.get(k.step, len(order)), first[k])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,6 +395,7 @@ class RunPage:
     busy: Holder | None
     spans: tuple[AttemptSpan, ...] = field(default=())
     recovered_by: int | None = None  # `api.recovered_by`: a later run in its lineage that succeeded
+    past_fixes: tuple[PastFix, ...] = ()  # fixes recorded on earlier incidents with the same error
 
     @property
     def resumable(self) -> bool:
@@ -429,13 +494,21 @@ def children(journal: Journal, pipeline: str, env: str, run_id: int, home: Path)
     return [(child, locks.settle(fold(child, events[child]), pipeline, env).status.value) for child in direct]
 
 
-def incident_of(journal: Journal, spec: PipelineSpec | None, state: RunState) -> Incident | None:
+def all_incidents(journal: Journal, home: Path, spec: PipelineSpec | None = None) -> list[Incident]:
+    """Every incident in this home, oldest first, from the run index (no run is folded twice)."""
+    with api.RunIndex(home, journal) as index:
+        index.refresh()
+        return index.incidents(spec)
+
+
+def incident_of(journal: Journal, home: Path, spec: PipelineSpec | None, state: RunState) -> Incident | None:
     """The incident a run opened, joined or closed. Only failed runs and resumes can have one."""
     started = state.started
     if not state.status.resumable and not (started and started.parent_run):
         return None
     run_id = state.run_id
-    return next((i for i in incidents(journal, spec) if run_id in i.runs or i.closed_by == run_id), None)
+    found = all_incidents(journal, home, spec)
+    return next((i for i in found if run_id in i.runs or i.closed_by == run_id), None)
 
 
 def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redactor) -> RunPage:
@@ -466,7 +539,16 @@ def run_page(catalog: Catalog, journal: Journal, run_id: int, *, redact: Redacto
         busy=busy,
         spans=tuple(spans),
         recovered_by=api.recovered_by(journal, run_id),
+        past_fixes=past_fixes_for(journal, catalog.home, spec, state),
     )
+
+
+def past_fixes_for(journal: Journal, home: Path, spec: PipelineSpec | None, state: RunState) -> tuple[PastFix, ...]:
+    """What was recorded as the fix, last time, for the errors this run failed with (newest first)."""
+    if not state.failed_keys:
+        return ()
+    found = incident_of(journal, home, spec, state)
+    return found.past_fixes if found is not None else ()
 
 
 @dataclass(frozen=True)
@@ -519,10 +601,15 @@ class IncidentList:
 
 
 def list_incidents(
-    journal: Journal, *, pipeline: str | None = None, env: str | None = None, status: str | None = None
+    journal: Journal,
+    home: Path,
+    *,
+    pipeline: str | None = None,
+    env: str | None = None,
+    status: str | None = None,
 ) -> IncidentList:
     """Every incident of every pipeline in this home, newest first, filtered."""
-    found = incidents(journal, None, all_pipelines=True)
+    found = all_incidents(journal, home)
     chosen = [
         i
         for i in reversed(found)

@@ -29,7 +29,7 @@
     form.addEventListener("submit", () => {
       form.querySelectorAll("select").forEach((s) => { s.disabled = !s.value; });
     });
-    form.querySelectorAll("select").forEach((s) => s.addEventListener("change", () => form.requestSubmit()));
+    form.querySelectorAll("select, input[type=checkbox]").forEach((s) => s.addEventListener("change", () => form.requestSubmit()));
   });
 
   // ---- a running run follows its journal

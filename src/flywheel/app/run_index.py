@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import statistics
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import TypeAdapter
 
@@ -34,7 +36,7 @@ from flywheel.spec import PipelineSpec, StepKey
 from flywheel.state import RunStatus, StepStatus, fold
 
 INDEX_FILE = "index.sqlite"
-DIGEST_VERSION = 1
+DIGEST_VERSION = 2
 """Bumped whenever a digest's shape or meaning changes: an index of another version is rebuilt."""
 
 HISTORY_RUNS = 50
@@ -87,6 +89,35 @@ class RunDigest:
 
 
 _DIGEST = TypeAdapter(RunDigest)
+_FACTS = TypeAdapter(RunFacts)
+
+_INCIDENT_RUNS = """
+WITH ends AS (
+    SELECT run_id, status, LAG(status) OVER (PARTITION BY pipeline, env ORDER BY run_id) AS before
+    FROM digests WHERE status = 'failed' OR (status = 'succeeded' AND parent IS NULL)
+)
+SELECT d.facts FROM digests d
+WHERE d.parent IS NOT NULL OR d.run_id IN (SELECT run_id FROM ends WHERE status = 'failed' OR before = 'failed')
+ORDER BY d.run_id
+"""
+"""The runs the incident projection can use: failed runs (they open or join incidents), runs that
+continue another (they join, resolve), and a fresh success right after a failure of its pipeline and
+environment (it supersedes what is open). A fresh success after another fresh success finds nothing
+open (the first closed it), so the other ~90% of a healthy journal is never read."""
+
+_CACHED: dict[tuple[Path, int, int], tuple[PipelineSpec | None, list[Incident]]] = {}
+_CACHED_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Head:
+    """The indexed columns of a digest: enough to filter and page without reading the digest."""
+
+    run_id: int
+    pipeline: str
+    env: str
+    status: RunStatus
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS digests (
@@ -95,7 +126,9 @@ CREATE TABLE IF NOT EXISTS digests (
     env      TEXT NOT NULL,
     status   TEXT NOT NULL,
     parent   INTEGER,
-    body     TEXT NOT NULL
+    notes    INTEGER NOT NULL,
+    body     TEXT NOT NULL,
+    facts    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS digests_by_pipeline ON digests(pipeline, env, run_id);
 CREATE INDEX IF NOT EXISTS digests_by_status ON digests(status, run_id);
@@ -145,6 +178,9 @@ class RunIndex:
         self.journal = journal
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);")
+        if self._meta().get("version") != str(DIGEST_VERSION):  # another shape: start again
+            self._db.executescript("DROP TABLE IF EXISTS digests; DELETE FROM meta WHERE name IN ('seq', 'mark');")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -170,32 +206,56 @@ class RunIndex:
         return dict(self._db.execute("SELECT name, value FROM meta").fetchall())
 
     def refresh(self) -> int:
-        """Bring the index up to the journal's last event; returns how many runs were folded again."""
+        """Bring the index up to the journal's last event; returns how many runs were folded again.
+
+        When a run's status, lineage or notes change, the incident generation goes up: the incident
+        projection (cached per generation) is computed again only then, not for every step event."""
         with self._writing() as db:
             meta = self._meta()
             mark = int(meta.get("seq", "0"))
+            generation = int(meta.get("incidents", "0"))
             if meta.get("version") != str(DIGEST_VERSION) or not self._mark_still_in_journal(meta):
                 db.execute("DELETE FROM digests")
-                mark = 0
+                mark, generation = 0, generation + 1
             (known_runs,) = db.execute("SELECT coalesce(max(run_id), 0) FROM digests").fetchone()
             changed, last = self.journal.runs_changed_after(mark, after_run=int(known_runs))
             if not changed and last is None:
                 return 0
             for start in range(0, len(changed), 500):
                 batch = digest_of(self.journal, changed[start : start + 500])
+                marks = ",".join("?" * len(batch))
+                before = {
+                    int(r): (st, p, n)
+                    for r, st, p, n in db.execute(
+                        f"SELECT run_id, status, parent, notes FROM digests WHERE run_id IN ({marks})",
+                        [d.run_id for d in batch],
+                    )
+                }
+                rows = [
+                    (
+                        d.run_id,
+                        d.pipeline,
+                        d.env,
+                        d.status.value,
+                        d.parent_run,
+                        len(d.facts.notes),
+                        _DIGEST.dump_json(d).decode(),
+                        _FACTS.dump_json(d.facts).decode(),
+                    )
+                    for d in batch
+                ]
+                if any(before.get(r[0]) != (r[3], r[4], r[5]) for r in rows):
+                    generation += 1
                 db.executemany(
-                    "INSERT OR REPLACE INTO digests (run_id, pipeline, env, status, parent, body) VALUES (?,?,?,?,?,?)",
-                    [
-                        (d.run_id, d.pipeline, d.env, d.status.value, d.parent_run, _DIGEST.dump_json(d).decode())
-                        for d in batch
-                    ],
+                    "INSERT OR REPLACE INTO digests (run_id, pipeline, env, status, parent, notes, body, facts) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    rows,
                 )
+            settings = [("version", str(DIGEST_VERSION)), ("incidents", str(generation))]
             if last is not None:
                 seq, run_id, at = last
-                db.executemany(
-                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
-                    [("version", str(DIGEST_VERSION)), ("seq", str(seq)), ("mark", json.dumps([run_id, at]))],
-                )
+                settings += [("seq", str(seq)), ("mark", json.dumps([run_id, at]))]
+            db.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", settings)
             return len(changed)
 
     def _mark_still_in_journal(self, meta: Mapping[str, str]) -> bool:
@@ -206,8 +266,20 @@ class RunIndex:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def digests(
+    def digests(self, *, ascending: bool = False, **filters: Any) -> list[RunDigest]:
+        """Digests, newest first (or oldest first), filtered in SQL (`pipeline`, `env`, `statuses`,
+        `before`, `limit`)."""
+        rows = self._select("body", ascending=ascending, **filters)
+        return [_DIGEST.validate_json(body) for (body,) in rows]
+
+    def heads(self, **filters: Any) -> list[Head]:
+        """The indexed columns of the matching runs, newest first (no digest is read)."""
+        rows = self._select("run_id, pipeline, env, status", **filters)
+        return [Head(int(r), p, e, RunStatus(st)) for r, p, e, st in rows]
+
+    def _select(
         self,
+        columns: str,
         *,
         pipeline: str | None = None,
         env: str | None = None,
@@ -215,8 +287,7 @@ class RunIndex:
         before: int | None = None,
         limit: int | None = None,
         ascending: bool = False,
-    ) -> list[RunDigest]:
-        """Digests, newest first (or oldest first), filtered in SQL."""
+    ) -> list[tuple[Any, ...]]:
         clauses: list[str] = []
         args: list[object] = []
         for column, value in (("pipeline", pipeline), ("env", env)):
@@ -232,8 +303,19 @@ class RunIndex:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "ASC" if ascending else "DESC"
         tail = f"LIMIT {int(limit)}" if limit else ""
-        rows = self._db.execute(f"SELECT body FROM digests {where} ORDER BY run_id {order} {tail}", args)
-        return [_DIGEST.validate_json(body) for (body,) in rows]
+        return self._db.execute(
+            f"SELECT {columns} FROM digests {where} ORDER BY run_id {order} {tail}", args
+        ).fetchall()
+
+    def digests_by_id(self, run_ids: Sequence[int]) -> dict[int, RunDigest]:
+        found: dict[int, RunDigest] = {}
+        for start in range(0, len(run_ids), 500):
+            chunk = list(run_ids[start : start + 500])
+            rows = self._db.execute(
+                f"SELECT run_id, body FROM digests WHERE run_id IN ({','.join('?' * len(chunk))})", chunk
+            )
+            found.update({int(r): _DIGEST.validate_json(body) for r, body in rows})
+        return found
 
     def names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Every pipeline and every environment that has a run."""
@@ -257,8 +339,20 @@ class RunIndex:
         return found
 
     def incidents(self, spec: PipelineSpec | None = None) -> list[Incident]:
-        """Every incident of every pipeline, oldest first: the incident projection over the stored facts."""
-        return incidents_from((d.facts for d in self.digests(ascending=True)), spec)
+        """Every incident of every pipeline, oldest first: the incident projection over the stored facts
+        of the runs it can use, computed once per incident generation (see `refresh`) in this process."""
+        key = (self.path, int(self._meta().get("incidents", "0")), id(spec))
+        with _CACHED_LOCK:
+            cached = _CACHED.get(key)
+        if cached is not None:
+            return list(cached[1])
+        rows = self._db.execute(_INCIDENT_RUNS)
+        found = incidents_from((_FACTS.validate_json(facts) for (facts,) in rows), spec)
+        with _CACHED_LOCK:
+            for old in [k for k in _CACHED if k[0] == self.path and k[1] != key[1]]:
+                del _CACHED[old]
+            _CACHED[key] = (spec, found)  # the spec is held so that its id is not reused while cached
+        return list(found)
 
     def usual_durations(self, pipeline: str, env: str, *, before_run: int) -> dict[StepKey, float]:
         """Each key's median successful duration over the last runs before `before_run` (as the overdue watch)."""

@@ -207,23 +207,39 @@ def list_runs(
         pipelines, envs = index.names()
         cursor = before
         while len(out) <= limit:
-            batch = index.digests(pipeline=pipeline, env=env, statuses=wanted, before=cursor, limit=limit + 1)
-            if not batch:
+            # attention keeps few of many candidates: judge them on the indexed columns, read only those kept
+            heads = index.heads(
+                pipeline=pipeline, env=env, statuses=wanted, before=cursor, limit=2000 if attention else limit + 1
+            )
+            if not heads:
                 break
-            cursor = batch[-1].run_id
+            cursor = heads[-1].run_id
             lineage = index.lineage(after=cursor - 1)
             recovered = api.recovered_among(
-                [d.run_id for d in batch],
+                [h.run_id for h in heads if h.status.resumable or h.status is RunStatus.UNFINISHED],
                 lineage,
-                lambda ids: {r for r, s in index.statuses(ids).items() if s is RunStatus.SUCCEEDED},
+                lambda ids: {r for r, st in index.statuses(ids).items() if st is RunStatus.SUCCEEDED},
             )
+            kept = []
+            for head in heads:
+                settled = head.status
+                if settled is RunStatus.UNFINISHED:
+                    settled = locks.settle(RunState(head.run_id, None, settled), head.pipeline, head.env).status
+                if status and settled.value != status:
+                    continue
+                running = settled is RunStatus.RUNNING  # overdue or not: judged on its digest below
+                if attention and not running and not api.needs_attention(settled, recovered.get(head.run_id)):
+                    continue
+                kept.append(head.run_id)
+                if len(out) + len(kept) > limit:
+                    break
             children: dict[int, list[int]] = {}
             for child, parent in sorted(lineage.items()):
                 children.setdefault(parent, []).append(child)
-            for digest in batch:
-                summary = _summary(digest, locks, recovered.get(digest.run_id), tuple(children.get(digest.run_id, ())))
-                if status and summary.status.value != status:
-                    continue
+            digests = index.digests_by_id(kept)
+            for run_id in kept:
+                digest = digests[run_id]
+                summary = _summary(digest, locks, recovered.get(run_id), tuple(children.get(run_id, ())))
                 if summary.status is RunStatus.RUNNING:
                     summary = replace(summary, overdue=index.overdue(digest))
                 if attention and not summary.needs_attention:

@@ -59,7 +59,8 @@ PAGES = ["/runs", "/runs?attention=1", "/runs?status=failed", "/incidents", "/in
 
 
 def write_runs(home: Path, count: int, seed: int) -> int:
-    """Append `count` runs' events (failures resumed); returns the number of runs written."""
+    """Append `count` runs' events (most failures resumed, some resumes failing again, some failures left
+    for a later fresh run to supersede); returns the number of runs written."""
     rng = random.Random(seed)
     clock = time.time() - count * 600.0
     written = 0
@@ -106,6 +107,8 @@ def write_runs(home: Path, count: int, seed: int) -> int:
                         run_id=run_id, at=clock + 2, cause="late delivery", fix="re-ran the export", user="bench@bench"
                     )
                 )
+            if rng.random() < 0.3:  # nobody resumed it: the next fresh success supersedes the incident
+                continue
             resume = journal.new_run("db-refresh", "dev")
             written += 1
             clock += 600.0
@@ -121,7 +124,7 @@ def write_runs(home: Path, count: int, seed: int) -> int:
                     host="bench",
                 )
             ]
-            reached = False
+            reached, resume_fails = False, rng.random() < 0.2  # a failed resume joins the incident
             for key in KEYS:
                 reached = reached or key == failing
                 if not reached:
@@ -138,12 +141,27 @@ def write_runs(home: Path, count: int, seed: int) -> int:
                     continue
                 clock += 30
                 resumed.append(StepStarted(run_id=resume, at=clock, step=key.step, context=key.context, attempt=1))
+                if resume_fails:
+                    resumed.append(
+                        StepFailed(
+                            run_id=resume,
+                            at=clock + 5,
+                            step=key.step,
+                            context=key.context,
+                            attempt=1,
+                            duration=5.0,
+                            error_type="AnalysisException",
+                            error_message="Table or view not found: part_9",
+                        )
+                    )
+                    break
                 resumed.append(
                     StepSucceeded(
                         run_id=resume, at=clock + 20, step=key.step, context=key.context, attempt=1, duration=20.0
                     )
                 )
-            resumed.append(RunFinished(run_id=resume, at=clock + 21, outcome=RunOutcome.SUCCEEDED))
+            ended = RunOutcome.FAILED if resume_fails else RunOutcome.SUCCEEDED
+            resumed.append(RunFinished(run_id=resume, at=clock + 21, outcome=ended))
             journal.append(*resumed)
     return written
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,20 @@ def test_a_failed_runs_page_opens_on_the_fix_recorded_last_time_for_the_same_err
     decision = page.split('<section id="decision"')[1].split("</section>")[0]
     assert fix in decision and 'href="/incidents/1"' in decision
     assert 'id="past-fix"' not in first  # nothing was recorded before the first failure
+
+
+def test_incidents_read_from_the_index_equal_the_projection_over_every_event(tmp_path: Path) -> None:
+    """The index reads only the runs the incident projection can use (failures, their resumes, the
+    fresh success after a failure): over a journal of 600 db-refresh-shaped runs with resumed,
+    re-failed, noted and superseded failures, that gives exactly what folding every run gives."""
+    from bench.dashboard import write_runs
+
+    write_runs(tmp_path, 600, seed=7)
+    with open_journal(tmp_path) as journal, api.RunIndex(tmp_path, journal) as index:
+        index.refresh()
+        found = index.incidents()
+        every = incidents(journal, None, all_pipelines=True)
+    assert found == every
+    statuses = {i.status.value for i in found}
+    assert {"resolved", "superseded"} <= statuses and any(i.notes for i in found)
+    assert any(len({f.run_id for f in i.failures}) == 2 for i in found)  # a resume failed again and joined

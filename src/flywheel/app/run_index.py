@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from flywheel.spec import PipelineSpec, StepKey
 from flywheel.state import RunStatus, StepStatus, fold
 
 INDEX_FILE = "index.sqlite"
-DIGEST_VERSION = 2
+DIGEST_VERSION = 3
 """Bumped whenever a digest's shape or meaning changes: an index of another version is rebuilt."""
 
 HISTORY_RUNS = 50
@@ -67,6 +67,7 @@ class RunDigest:
     last_event_at: float | None
     failed: tuple[StepKey, ...] = ()
     cells: tuple[Cell, ...] = ()
+    contexts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # as resolved, in declared order
 
     @property
     def status(self) -> RunStatus:
@@ -164,10 +165,23 @@ def digest_of(journal: Journal, run_ids: Sequence[int]) -> list[RunDigest]:
                 facts=run_facts(run_id, events[run_id], state),
                 last_event_at=state.last_event_at,
                 failed=state.failed_keys,
-                cells=cells,
+                cells=_in_declared_order(cells, state.contexts),
+                contexts=dict(state.contexts),
             )
         )
     return out
+
+
+def _in_declared_order(cells: Sequence[Cell], contexts: Mapping[str, tuple[str, ...]]) -> tuple[Cell, ...]:
+    """Steps in the order the run met them, a step's contexts in their resolved (declared) order, not in
+    the order their parallel attempts happened to start."""
+    steps = {step: i for i, step in enumerate(dict.fromkeys(c.key.step for c in cells))}
+
+    def place(cell: Cell) -> tuple[int, int]:
+        order = contexts.get(cell.key.step, ())
+        return steps[cell.key.step], order.index(cell.key.context) if cell.key.context in order else len(order)
+
+    return tuple(sorted(cells, key=place))
 
 
 class RunIndex:

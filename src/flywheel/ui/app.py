@@ -12,6 +12,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -64,6 +66,18 @@ def trusted(html: str) -> Markup:
     return Markup(html)
 
 
+def time_tag(at: float | None) -> str:
+    """A moment as `<time>`: the server's local time with its zone as text (what a page without script
+    shows), the UTC time on hover; `times.js` rewrites the text in the reader's own zone."""
+    if at is None:
+        return ""
+    utc = datetime.fromtimestamp(at, UTC)
+    return (
+        f'<time datetime="{utc.isoformat(timespec="seconds")}" title="{utc:%Y-%m-%d %H:%M:%S} UTC">'
+        f"{escape(when(at))}</time>"
+    )
+
+
 def _templates() -> Environment:
     env = Environment(
         loader=PackageLoader("flywheel.ui", "templates"),
@@ -72,7 +86,7 @@ def _templates() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["dur"] = lambda s: dur(s) if s is not None else ""
-    env.filters["when"] = when
+    env.filters["when"] = lambda at: trusted(time_tag(at))
     env.filters["badge"] = lambda s: trusted(badge(str(s)))
     env.filters["icon"] = lambda s: trusted(icon(str(getattr(s, "value", s))))
     env.globals["STATE_COLOURS"] = STATE_COLOURS

@@ -57,6 +57,10 @@ def test_db_refresh_shape_follows_the_runbook() -> None:
     for name in ("Step3_PreparePartTables", "Step4_CreateERTable", "Step5_DataMonitorReport", "Step6_CleanroomsReport"):
         assert states[name]["Type"] == "Task"
         assert states[f"{name}_Check"]["Type"] == "Choice"
+        # redrivable: the task's error fails the execution in the task, which a redrive reruns ("Redriving
+        # executions": it restarts the states without an Exited event); the EventBridge rule alerts
+        assert "Catch" not in states[name], name
+        assert f"{name}_Notify" not in states and f"{name}_Failed" not in states
     tasks = _tasks(definition)
     assert len(tasks) == 8
     task = tasks["Step2_RegisterPartTables_infobase_attributes"]
@@ -111,9 +115,11 @@ def test_generic_grouping_fan_out_then_join() -> None:
         "BackoffRate": 2.0,
         "JitterStrategy": "FULL",
     }
-    # no SNS topic configured: a failure goes straight to the Fail state
-    assert states["Step4_D"]["Catch"][0]["Next"] == "Step4_D_Failed"
-    assert "Step4_D_Notify" not in states
+    # a task of its own fails the execution itself (redrivable); a branch task catches, to spare its siblings
+    assert "Catch" not in states["Step4_D"] and "Step4_D_Failed" not in states
+    x_branch = states["Step3_C"]["Branches"][0]["States"]
+    assert x_branch["Step3_C_x"]["Catch"][0]["Next"] == "Step3_C_x_Failed"  # no SNS topic: no _Notify
+    assert "Step3_C_x_Notify" not in x_branch
     branch = states["Step3_C"]["Branches"][1]["States"]
     assert branch["Step3_C_y_Check"]["Choices"][0] == {
         "Or": [

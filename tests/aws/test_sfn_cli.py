@@ -149,16 +149,40 @@ def test_redrive_is_refused_when_the_failed_task_was_caught(
     world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ "Redriving executions" (Step Functions developer guide): a redrive restarts from the states without
-    an `...Exited` event. The exported definition catches a task's error, alerts and ends in a Fail state:
-    a redrive would rerun only that Fail state, so it is refused with the reason."""
-    world.fail("prepare-part-tables")
+    an `...Exited` event. A Parallel branch of the export catches its task's error (so its sibling
+    finishes), alerts and ends; the group fails after the Parallel in a Fail state: a redrive would rerun
+    only that Fail state, so it is refused with the reason and the command that reruns what is left."""
+    world.fail("register-part-tables[addressable_ids]")
     arn = world.execute("nightly")
     session = world.session
     clients = ops.connect(session)
     check = ops.check_redrive(session, clients, ops.plan_recovery(session, clients, arn).record)
-    assert [p for p in check.problems if "Fail state Step3_PreparePartTables_Failed" in p], check.problems
+    assert check.restarts == ("Fail state Step2_RegisterPartTables_Failed",)
+    assert [p for p in check.problems if "Fail state Step2_RegisterPartTables_Failed" in p], check.problems
     code, _, err = flywheel(capsys, monkeypatch, "sfn", "recover", arn, "--env", "dev", "--redrive")
-    assert code == 2 and "without rerunning the Glue task" in err
+    assert code == 2 and "without rerunning Glue task Step2_RegisterPartTables_addressable_ids" in err
+    assert f"flywheel sfn recover {arn} --env dev` reruns exactly what is left" in err
+    assert "Traceback" not in err
+
+
+def test_redrive_reruns_a_task_that_failed_on_its_own(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15.9: a task outside a Parallel has no Catch, so the execution fails in the Glue task itself
+    (no TaskStateExited in moto's history) and a redrive restarts that task."""
+    world.fail("prepare-part-tables")
+    arn = world.execute("nightly")
+    events = world.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    exited = [(e.get("stateExitedEventDetails") or {}).get("name") for e in events if e["type"].endswith("Exited")]
+    assert "Step3_PreparePartTables" not in exited and events[-1]["type"] == "ExecutionFailed"
+    session = world.session
+    clients = ops.connect(session)
+    check = ops.check_redrive(session, clients, ops.plan_recovery(session, clients, arn).record)
+    assert check.possible, check.problems
+    assert check.restarts == ("Glue task Step3_PreparePartTables",)
+    code, out, err = flywheel(capsys, monkeypatch, "sfn", "recover", arn, "--env", "dev", "--redrive", "--dry-run")
+    assert code == 0, err
+    assert "redrive possible: Step Functions would restart Glue task Step3_PreparePartTables" in out
 
 
 def test_redrive_when_possible(world: World) -> None:

@@ -7,11 +7,19 @@ a group of several steps, or a step with contexts, is a `Parallel` state named a
 
 Every Glue task is `glue:startJobRun.sync` with the step invocation in its job arguments (the contract of
 `flywheel.aws.glue_entry`, plus the labels the Glue executor uses to re-attach to a run this execution
-left running), the spec's timeout and retry policy, and a `Catch` that publishes the failure to the SNS
-topic (step, error, execution ARN and the `flywheel sfn recover` command that continues it) and then
-fails. Inside a `Parallel` the branch ends instead, marked failed, so its siblings finish (a failed branch
-would cancel them and stop their Glue runs); the group fails after the `Parallel` when a branch failed.
-Tasks retry Glue's throttling and internal errors, and wait for a job at its concurrent-run limit.
+left running) and the spec's timeout and retry policy. Tasks retry Glue's throttling and internal errors,
+and wait for a job at its concurrent-run limit.
+
+How a task fails decides whether `RedriveExecution` can continue the execution ("Redriving executions",
+Step Functions developer guide: a redrive restarts the states that have no `...Exited` event). A task of
+its own (not in a `Parallel`) has **no Catch**: its error fails the execution in the task itself, so a
+redrive reruns that Glue task; the alert comes from the EventBridge rule on the execution's status
+(`infra/modules/flywheel-orchestration/operations.tf`), which fires on FAILED, TIMED_OUT and ABORTED
+whatever the state that failed. Inside a `Parallel` a failed branch would cancel its siblings and stop
+their Glue runs, so each branch task keeps a `Catch` that publishes the failure to the SNS topic (step,
+error, execution ARN, the `flywheel sfn recover` command) and ends the branch marked failed; the group
+fails after the `Parallel`. That failure is not redrivable (the branch succeeded; only the `Fail` state
+would run again), and `flywheel.aws.redrive` says so.
 
 The execution input may name keys to skip: `{"skip": ["addressable-split-and-part",
 "register-part-tables[addressable_ids]"]}` (a step id skips all its contexts). A `Choice` before every
@@ -257,6 +265,8 @@ def _task(
     env_name: str,
     env: EnvironmentSpec,
     next_state: str | None,
+    *,
+    in_branch: bool,
 ) -> dict[str, Any]:
     parameters: dict[str, Any] = {
         "JobName": place.glue_job,
@@ -278,10 +288,11 @@ def _task(
     if glue_minutes is not None:
         task["TimeoutSeconds"] = task_timeout_seconds(glue_minutes)
     task["Retry"] = _retry(step)
-    handler = (
-        f"{place.task_state}_Notify" if _sns_topic_arn(env_name, env) is not None else f"{place.task_state}_Failed"
-    )
-    task["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": handler}]
+    if in_branch:  # outside a Parallel the error fails the execution here, where a redrive reruns it
+        handler = (
+            f"{place.task_state}_Notify" if _sns_topic_arn(env_name, env) is not None else f"{place.task_state}_Failed"
+        )
+        task["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": handler}]
     if next_state is None:
         task["End"] = True
     else:
@@ -289,29 +300,21 @@ def _task(
     return task
 
 
-def _failure_states(
-    spec: PipelineSpec, step: StepSpec, place: TaskPlacement, env_name: str, env: EnvironmentSpec, *, in_branch: bool
+def _branch_failure_states(
+    spec: PipelineSpec, step: StepSpec, place: TaskPlacement, env_name: str, env: EnvironmentSpec
 ) -> dict[str, dict[str, Any]]:
-    """`<task>_Notify` (when there is a topic) -> `<task>_Failed`: a `Fail` state, or inside a `Parallel`
-    branch a `Pass` that ends the branch with `BRANCH_FAILED`, so the sibling branches are not cancelled
-    (a failed branch fails the Parallel, which stops the other branches' Glue runs) and the group fails
-    after all of them ended."""
+    """What a `Parallel` branch's `Catch` leads to: `<task>_Notify` (when there is a topic) ->
+    `<task>_Failed`, a `Pass` that ends the branch with `BRANCH_FAILED`, so the sibling branches are not
+    cancelled (a failed branch fails the Parallel, which stops the other branches' Glue runs) and the group
+    fails after all of them ended."""
     fail_state = f"{place.task_state}_Failed"
     what = f"{spec.pipeline} ({env_name}): step {step.number} {place.key} failed in Glue job {place.glue_job}"
-    fail: dict[str, Any]
-    if in_branch:
-        fail = {
-            "Type": "Pass",
-            "Comment": f"{place.key} failed; the other branches finish, then {place.group} fails",
-            "Result": BRANCH_FAILED,
-            "End": True,
-        }
-    else:
-        fail = {
-            "Type": "Fail",
-            "Error": "flywheel.StepFailed",
-            "Cause": f"{what}; recover with: {recover_command(env_name)}",
-        }
+    fail: dict[str, Any] = {
+        "Type": "Pass",
+        "Comment": f"{place.key} failed; the other branches finish, then {place.group} fails",
+        "Result": BRANCH_FAILED,
+        "End": True,
+    }
     topic = _sns_topic_arn(env_name, env)
     if topic is None:
         return {fail_state: fail}
@@ -365,8 +368,10 @@ def _guarded_task(
     next_state: str | None,
     skipped_state: str,
 ) -> dict[str, dict[str, Any]]:
-    """`<task>_Check` (Choice on the skip flags) -> `<task>` (Glue) -> next, or the failure states."""
+    """`<task>_Check` (Choice on the skip flags) -> `<task>` (Glue) -> next; in a branch (`next_state` None)
+    also the states its `Catch` leads to."""
     step = spec.step(place.key.step)
+    in_branch = next_state is None
     states: dict[str, dict[str, Any]] = {
         f"{place.task_state}_Check": {
             "Type": "Choice",
@@ -374,9 +379,10 @@ def _guarded_task(
             "Choices": [{**_skip_condition(place.key), "Next": skipped_state}],
             "Default": place.task_state,
         },
-        place.task_state: _task(spec, step, place, env_name, env, next_state),
+        place.task_state: _task(spec, step, place, env_name, env, next_state, in_branch=in_branch),
     }
-    states.update(_failure_states(spec, step, place, env_name, env, in_branch=next_state is None))
+    if in_branch:
+        states.update(_branch_failure_states(spec, step, place, env_name, env))
     return states
 
 

@@ -290,7 +290,9 @@ def _redrive(session: Session, clients: Any, recovery: Recovery, *, dry_run: boo
             "--in-aws` (a new execution that skips what finished) or locally without flags",
         )
     if dry_run:
-        console.print("redrive possible: Step Functions would rerun the failed states")
+        console.print(
+            "redrive possible: Step Functions would restart " + (", ".join(check.restarts) or "the failed states")
+        )
         return
     _confirm(session, "Redrive the execution", yes)
     when = ops.redrive(clients.sfn, recovery.record.arn)

@@ -337,6 +337,7 @@ class RedriveCheck:
 
     execution_arn: str
     problems: tuple[str, ...]
+    restarts: tuple[str, ...] = ()  # what a redrive would enter again, described ("Glue task Step3_...")
 
     @property
     def possible(self) -> bool:
@@ -346,8 +347,12 @@ class RedriveCheck:
 def check_redrive(
     session: Session, clients: SfnClients, record: ExecutionRecord, *, now: float | None = None
 ) -> RedriveCheck:
-    """Standard workflow, failed within 14 days, redrivable per Step Functions, and the definition it ran
-    is both the one deployed now and the one `flywheel sfn export` produces."""
+    """Standard workflow, failed within 14 days, redrivable per Step Functions, the definition it ran is
+    both the one deployed now and the one `flywheel sfn export` produces, and a redrive would rerun the
+    failed task (`flywheel.aws.redrive`: not a `Fail` state a `Catch` led to)."""
+    from flywheel.aws.redrive import redrive_scope
+    from flywheel.aws.sfn import history
+
     problems: list[str] = []
     if not record.status.recoverable:
         problems.append(f"it is {record.status.value}; only FAILED, TIMED_OUT or ABORTED executions can be redriven")
@@ -373,26 +378,19 @@ def check_redrive(
         )
     if record.still_running:
         problems.append("some of its Glue runs are still running; a redrive would start them again")
-    caught = _failed_in_fail_state(clients.sfn, record.arn)
-    if caught is not None:
-        problems.append(
-            f"it failed in the Fail state {caught}, after a Catch handled the task's error; a redrive restarts "
-            "from the states that did not exit, which is that Fail state, and fails again without rerunning "
-            "the Glue task (recover locally or --in-aws instead)"
-        )
-    return RedriveCheck(record.arn, tuple(problems))
-
-
-def _failed_in_fail_state(sfn_client: Any, execution_arn: str) -> str | None:
-    """The `Fail` state an execution ended in, if it ended in one ("Redriving executions", Step Functions
-    developer guide: a redrive restarts from the unsuccessful states, those without an `...Exited` event;
-    a task whose error a `Catch` handled has exited, so only the `Fail` state it led to would run again)."""
-    last: list[Mapping[str, Any]] = []
-    for page in sfn_client.get_paginator("get_execution_history").paginate(executionArn=execution_arn):
-        last = (last + list(page.get("events", ())))[-2:]
-    if [e.get("type") for e in last] == ["FailStateEntered", "ExecutionFailed"]:
-        return str((last[0].get("stateEnteredEventDetails") or {}).get("name", "?"))
-    return None
+    restarts: tuple[str, ...] = ()
+    definition = _canonical(ran if ran is not None else machine.get("definition"))
+    if isinstance(definition, dict):
+        scope = redrive_scope(definition, history(clients.sfn, record.arn))
+        restarts = tuple(r.describe() for r in scope.restarts)
+        if scope.refusal is not None:
+            problems.append(
+                f"{scope.refusal}; `flywheel sfn recover {record.arn} --env {session.env_name}` reruns exactly "
+                "what is left"
+            )
+    else:
+        problems.append("its definition cannot be read, so what a redrive would restart is unknown")
+    return RedriveCheck(record.arn, tuple(problems), restarts)
 
 
 def _canonical(text: Any) -> Any:

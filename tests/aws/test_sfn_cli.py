@@ -203,8 +203,12 @@ def test_redrive_when_possible(world: World) -> None:
 
 
 def test_each_redrive_has_its_own_idempotency_token() -> None:
-    """RedriveExecution's `clientToken` makes a repeated call one redrive; a second redrive (the first
-    failed again, `redriveCount` 1) must not reuse the first one's token (moto lacks RedriveExecution)."""
+    """RedriveExecution API reference (`clientToken`: 1-64 characters; the last 10 tokens that redrove the
+    execution answer idempotently for 15 minutes) and "ExecutionRedrivenEventDetails" (`redriveCount`,
+    not updated while a redrive is pending): a repeated call is one redrive; a second redrive (the first
+    failed again, `redriveCount` 1) must not reuse the first one's token, else it would be answered with
+    the first redrive instead of running. moto lacks RedriveExecution: botocore's Stubber checks the
+    request against the service model."""
     arn = "arn:aws:states:us-east-1:123456789012:execution:m:nightly"
     stubbed = boto3.client("stepfunctions", region_name="us-east-1")
     tokens: list[str] = []
@@ -228,6 +232,7 @@ def test_each_redrive_has_its_own_idempotency_token() -> None:
         stub.assert_no_pending_responses()
     assert tokens[0] == tokens[1]  # the same redrive asked twice
     assert tokens[2] != tokens[0]  # the next redrive
+    assert all(1 <= len(t) <= 64 for t in tokens)
 
 
 def test_export_writes_the_file_terraform_deploys(

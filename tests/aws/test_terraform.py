@@ -417,3 +417,21 @@ def test_stack_passes_alert_recipients_and_the_schedule_to_the_module(env_name: 
     assert call["schedule_expression"] == "${var.schedule_expression}"
     module_vars = {name for entry in _load(MODULE / "variables.tf")["variable"] for name in entry}
     assert {"alert_emails", "schedule_expression"} <= module_vars
+
+
+@pytest.mark.parametrize("env_name", ENVS)
+def test_tasks_without_a_catch_are_alerted_by_the_execution_status_rule(env_name: str) -> None:
+    """Issue 15.9: a task of its own has no Catch (so the execution fails in the task and a redrive reruns
+    it); its alert is the EventBridge rule on the execution's status, which must exist, match every bad
+    ending and publish to the topic the Parallel branches publish to."""
+    definition = json.loads((INFRA / "stacks" / f"{env_name}-orchestration" / "db-refresh.asl.json").read_text())
+    uncaught = [
+        name
+        for name, state in definition["States"].items()
+        if state.get("Resource", "").startswith("arn:aws:states:::glue:") and "Catch" not in state
+    ]
+    assert len(uncaught) == 4, uncaught  # steps 4-7
+    resources = _blocks(_load(OPERATIONS), "resource")
+    pattern = json.loads(_heredoc(resources["aws_cloudwatch_event_rule.execution_ended_badly"]["event_pattern"]))
+    assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
+    assert resources["aws_cloudwatch_event_target.execution_ended_badly"]["arn"] == "${aws_sns_topic.alerts.arn}"

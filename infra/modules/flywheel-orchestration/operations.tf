@@ -93,8 +93,9 @@ resource "aws_sns_topic_subscription" "email" {
 }
 
 # -- an alert for every execution that ends badly -----------------------------------------------------
-# A task's Catch never runs on a States.Runtime error, an execution timeout or an abort; the execution
-# status event is sent in every case.
+# The alert of every step outside a Parallel: those tasks have no Catch (so the execution fails in the
+# Glue task and a redrive reruns it), and a Catch would not run on a States.Runtime error, an execution
+# timeout or an abort anyway; the execution status event is sent in every case.
 # https://docs.aws.amazon.com/step-functions/latest/dg/cw-events.html ("Step Functions Execution Status Change")
 
 resource "aws_cloudwatch_event_rule" "execution_ended_badly" {

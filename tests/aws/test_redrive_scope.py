@@ -130,6 +130,34 @@ def test_a_plain_task_chain_redrives_the_failed_task_not_the_one_that_succeeded(
     assert scope.reruns_failed_task and scope.refusal is None
 
 
+def test_a_failed_alert_after_a_catch_would_rerun_the_alert_not_the_glue_task() -> None:
+    history = History()
+    history.add("ExecutionStarted")
+    history.task("Run Glue job", "caught")
+    history.task("Notify failure", "failed", resource=SNS)
+    history.add("ExecutionFailed", error="SNS.AuthorizationErrorException")
+    scope = redrive_scope(CATCH_SNS_FAIL, history.events)
+    assert [(r.name, r.type, r.glue) for r in scope.restarts] == [("Notify failure", "Task", False)]
+    assert scope.refusal is not None
+    assert "Glue task Run Glue job (States.TaskFailed) failed and exited through its Catch" in scope.refusal
+    assert "restarts from Task state Notify failure" in scope.refusal
+
+
+def test_a_task_that_timed_out_without_a_catch_is_rerun() -> None:
+    """ "Handling errors": a task past its `TimeoutSeconds` fails with `States.Timeout` (`TaskTimedOut`)."""
+    history = History()
+    history.add("ExecutionStarted")
+    history.task("Prepare")
+    history.add("TaskStateEntered", name="Report")
+    history.add("TaskScheduled", resourceType="glue", resource="startJobRun.sync")
+    history.add("TaskTimedOut", resourceType="glue", resource="startJobRun.sync", error="States.Timeout")
+    history.add("ExecutionFailed", error="States.Timeout")
+    scope = redrive_scope(TASK_CHAIN, history.events)
+    assert [r.name for r in scope.restarts] == ["Report"]
+    assert [(f.name, f.error, f.exited) for f in scope.failed] == [("Report", "States.Timeout", False)]
+    assert scope.reruns_failed_task
+
+
 def test_a_retry_that_succeeded_is_no_failure() -> None:
     history = History()
     history.add("ExecutionStarted")

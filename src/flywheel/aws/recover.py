@@ -9,7 +9,8 @@ decides what is reused and what runs. The plan can then run
 - `--in-aws`, as a new execution of the same state machine whose input skips what finished, named after
   the failed execution so that recovering the same failure twice is refused (`ExecutionAlreadyExists`);
 - `--redrive`, when Step Functions' own conditions hold (Standard workflow, within 14 days, the
-  definition it ran is the one deployed and the one flywheel exports); otherwise the reasons are given.
+  definition it ran is the one deployed and the one flywheel exports) and the states a redrive restarts
+  include the failed task (`flywheel.aws.redrive`); otherwise the reasons are given.
 """
 
 from __future__ import annotations

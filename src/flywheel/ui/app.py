@@ -286,6 +286,7 @@ class Dashboard:
                     "line": window.next_number,
                     "running": running,
                     "outcome": span.outcome,
+                    "badge": badge(span.outcome),
                 }
             )
         query = redact(request.query_params.get("q", ""))  # echoed in a page that may be streamed unmasked

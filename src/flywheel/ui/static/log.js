@@ -93,7 +93,7 @@
   async function poll() {
     let body;
     try {
-      const url = page.dataset.src + "?from=" + encodeURIComponent(next) + "&line=" + encodeURIComponent(lineNo);
+      const url = page.dataset.followSrc + "?from=" + encodeURIComponent(next) + "&line=" + encodeURIComponent(lineNo);
       const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
       if (!response.ok) throw new Error("HTTP " + response.status);
       body = await response.json();
@@ -108,6 +108,8 @@
     if (body.lines.length) {
       const empty = byId("log-empty");
       if (empty) empty.remove();
+      const total = byId("log-total");
+      if (total) total.textContent = pre.querySelectorAll(".line").length;
       if (input.value) search();
       if (follow) window.scrollTo({ top: document.documentElement.scrollHeight, behavior: lessMotion.matches ? "auto" : "smooth" });
     }
@@ -118,7 +120,9 @@
     ended.hidden = false;
     page.dataset.follow = "0";
     page.dataset.finished = body.outcome;
-    byId("log-outcome").dataset.outcome = body.outcome;
+    const outcome = byId("log-outcome");
+    outcome.dataset.outcome = body.outcome;
+    outcome.innerHTML = body.badge;  // rendered by the server, as every badge
   }
   setTimeout(poll, 1000);
 })();

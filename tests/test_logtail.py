@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from flywheel.incidents import is_error_line
 from flywheel.redaction import MASK, Redactor
 from flywheel.ui import logview
 
@@ -151,3 +152,25 @@ def test_search_is_plain_text_and_case_insensitive() -> None:
     assert logview.matches("a.b", "a.b") and not logview.matches("axb", "a.b")  # not a pattern
     assert logview.highlight("Boom then boom", "BOOM") == [("Boom", True), (" then ", False), ("boom", True)]
     assert logview.highlight("nothing", "") == [("nothing", False)]
+
+
+def test_error_lines_are_the_ones_a_traceback_or_an_error_record_writes() -> None:
+    """Shapes from Python's own output (a traceback's head and last line, `logging`'s default
+    `LEVEL:name:message` and a bracketed level) and flywheel's `ERROR type: message`."""
+    errors = [
+        "ERROR InjectedFault: the source file is missing",
+        "Traceback (most recent call last):",
+        "KeyError: 'customer_id'",
+        "botocore.exceptions.ClientError: An error occurred (AccessDenied)",
+        "2026-12-03 10:00:00,123 [ERROR] upload failed",
+        "ERROR:root:upload failed",
+        "2026-12-03 10:00:00 - root - CRITICAL - disk full",
+    ]
+    quiet = [
+        "INFO reading 3 files",
+        "no errors found",
+        "ErrorCount: 0",
+        '  raise ValueError("bad")',  # a frame of the traceback, not its verdict
+        "INFO step 3 ERROR_RATE=0.0",
+    ]
+    assert [line for line in errors + quiet if is_error_line(line)] == errors

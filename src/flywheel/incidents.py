@@ -599,6 +599,21 @@ def note_incident(
 # log lines around the error
 
 
+TRACEBACK = "Traceback (most recent call last)"
+_ERROR_LINE = re.compile(
+    r"^\s*ERROR\b"  # flywheel's own last word on a failed step: `ERROR type: message` (entry.py, glue_entry.py)
+    r"|^Traceback \(most recent call last\)"  # the head of a Python traceback
+    r"|^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Fault)(?::|$)"  # its last line: `KeyError: 'x'`
+    r"|[\s\[|]\s*(?:ERROR|CRITICAL|FATAL)\s*[\]|:-]"  # a logging record at ERROR level: `... [ERROR] ...`
+)
+
+
+def is_error_line(line: str) -> bool:
+    """Whether a log line reports an error, whatever the failure: the markers `log_excerpt` falls back on
+    when the failure's own text is not found, and what the log viewer marks. One home for the rule."""
+    return bool(_ERROR_LINE.search(line))
+
+
 @dataclass(frozen=True)
 class LogExcerpt:
     path: str
@@ -639,9 +654,7 @@ def log_excerpt(
     if not numbered and lines:
         lines = lines[1:]  # a partial first line
     first_message_line = next((ln.strip() for ln in message.splitlines() if ln.strip()), "")[:80]
-    needles = [
-        n for n in (f"ERROR {error_type}", first_message_line, "Traceback (most recent call last)", error_type) if n
-    ]
+    needles = [n for n in (f"ERROR {error_type}", first_message_line, TRACEBACK, error_type) if n]
     index: int | None = None
     for needle in needles:
         for i in range(len(lines) - 1, -1, -1):
@@ -650,6 +663,8 @@ def log_excerpt(
                 break
         if index is not None:
             break
+    if index is None:  # not the failure's own text: the last line that reports any error
+        index = next((i for i in range(len(lines) - 1, -1, -1) if is_error_line(lines[i])), None)
     if index is None:
         low, high = max(0, len(lines) - before - after), len(lines)
     else:

@@ -67,7 +67,7 @@ def test_the_page_of_a_failed_run(served: Served) -> None:
     assert '<div id="incident-box" data-src="/runs/1/incident">' in body
     incident = served.client().get("/runs/1/incident").body
     assert 'id="incident-1" data-status="open"' in incident and 'href="/incidents/1"' in incident
-    assert 'href="/runs/1/logs/b%5By%5D.attempt-1.log"' in body
+    assert 'href="/runs/1/logs/b%5By%5D.attempt-1.log/view"' in body  # the log viewer
     # the dry-run plan of the resume, the time it saves and the button: loaded after the page
     assert '<div id="resume" data-src="/runs/1/plan">' in body
     section = served.client().get("/runs/1/plan").body

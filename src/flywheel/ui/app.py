@@ -24,7 +24,14 @@ from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -36,9 +43,9 @@ from flywheel.lock import current_identity
 from flywheel.logtail import tail
 from flywheel.reports import STATE_COLOURS, badge, bar_chart, dur, when
 from flywheel.reports.icons import icon
-from flywheel.reports.run_report import graph_svg, incident_section, timeline_svg
+from flywheel.reports.run_report import AttemptSpan, graph_svg, incident_section, timeline_svg
 from flywheel.state import RunStatus
-from flywheel.ui import views
+from flywheel.ui import logview, views
 from flywheel.ui.launcher import Launcher
 from flywheel.ui.live import LiveRun
 from flywheel.ui.security import Guard, GuardMiddleware, RedactingMiddleware, csrf_of
@@ -221,15 +228,24 @@ class Dashboard:
         link = f'<p><a href="/incidents/{found.id}">open incident {found.id}</a> to add a note</p>'
         return HTMLResponse(incident_section(found) + link)
 
-    @_guarded
-    def log_file(self, request: Request) -> Response:
+    def log_span(self, request: Request) -> tuple[int, str, AttemptSpan]:
+        """The run, the log's name and the attempt that wrote it; NotFound for anything else."""
         run_id = self.run_id_of(request)
         name = request.path_params["name"]
         with self.journal() as j:
             state, events = views.load_run(j, self.settings.home, run_id)
-            path = views.log_path_of(events, state, name)
-        if path is None or not Path(path).exists():
-            return PlainTextResponse(f"run {run_id} has no log {name!r}", status_code=404)
+            span = views.log_span_of(events, state, name)
+        if span is None or not span.log_path or not Path(span.log_path).exists():
+            raise NotFound(f"run {run_id} has no log {name!r}", fix=f"pick a log on the page of run {run_id}")
+        return run_id, name, span
+
+    def log_file(self, request: Request) -> Response:
+        """The raw log (the viewer's download link): its last MiB, or the whole file streamed with `?whole=1`."""
+        try:
+            _, _, span = self.log_span(request)
+        except NotFound as exc:
+            return PlainTextResponse(exc.message, status_code=404)
+        path = str(span.log_path)
         redact = self.redactor()
         size = Path(path).stat().st_size
         if size > LOG_CAP_BYTES and request.query_params.get("whole") != "1":  # the tail, unless asked
@@ -242,14 +258,70 @@ class Dashboard:
                 for line in handle:
                     yield redact(line)
 
-        from starlette.responses import StreamingResponse
+        return StreamingResponse(_batched(lines()), media_type="text/plain; charset=utf-8")
 
-        return StreamingResponse(lines(), media_type="text/plain; charset=utf-8")
+    @_guarded
+    def log_view(self, request: Request) -> Response:
+        """The log viewer: the tail (or `?whole=1`, streamed), `?q=` to keep matching lines, and
+        `?from=BYTES&line=N` (JSON) for the lines written since, which the page polls while the step runs."""
+        run_id, name, span = self.log_span(request)
+        path = str(span.log_path)
+        running = span.outcome == "running"
+        redact = self.redactor()
+        offset = request.query_params.get("from")
+        if offset is not None:
+            line = request.query_params.get("line", "")
+            window = logview.follow(
+                path,
+                int(offset) if offset.isdigit() else 0,
+                redact,
+                next_number=int(line) if line.isdigit() and int(line) > 0 else None,
+                finished=not running,
+            )
+            return JSONResponse(
+                {
+                    "lines": [{"n": ln.number, "text": ln.text, "error": ln.error} for ln in window.lines],
+                    "numbered": window.numbered,
+                    "next": window.end,
+                    "line": window.next_number,
+                    "running": running,
+                    "outcome": span.outcome,
+                    "badge": badge(span.outcome),
+                }
+            )
+        query = redact(request.query_params.get("q", ""))  # echoed in a page that may be streamed unmasked
+        whole = request.query_params.get("whole") == "1"
+        source: logview.LogWindow | logview.WholeLog = (
+            logview.WholeLog(path, redact, finished=not running)
+            if whole
+            else logview.tail(path, redact, finished=not running)
+        )
+        lines = source if isinstance(source, logview.WholeLog) else source.lines
+        context = {
+            "nav": "runs",
+            "run_id": run_id,
+            "name": name,
+            "span": span,
+            "size": Path(path).stat().st_size,
+            "whole": whole,
+            "window": source if isinstance(source, logview.LogWindow) else None,
+            "source": source,
+            "shown": logview.Shown(lines, query),
+            "q": query,
+            "running": running,
+            "highlight": logview.highlight,
+            "tail_lines": logview.TAIL_LINES,
+            "tail_kib": logview.TAIL_BYTES // 1024,
+            "csrf": csrf_of(request.scope),
+            "request": request,
+        }
+        template = self.templates.get_template("log.html")
+        if whole:  # streamed: the page is written while the file is read
+            return StreamingResponse(_batched(template.generate(**context)), media_type="text/html; charset=utf-8")
+        return HTMLResponse(template.render(**context))
 
     async def live(self, request: Request) -> Response:
         """Server-sent events while the run goes on; the stream ends with a `done` event."""
-        from starlette.responses import StreamingResponse
-
         try:
             run_id = self.run_id_of(request)
             watcher = await anyio.to_thread.run_sync(
@@ -426,6 +498,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/runs/{run_id}/plan", dashboard.plan),
         Route("/runs/{run_id}/incident", dashboard.incident_of_run),
         Route("/runs/{run_id}/logs/{name}", dashboard.log_file),
+        Route("/runs/{run_id}/logs/{name}/view", dashboard.log_view),
         Route("/runs/{run_id}/resume", dashboard.resume, methods=["POST"]),
         Route("/jobs/{job_id}", dashboard.job),
         Route("/incidents", dashboard.incidents_page),
@@ -447,6 +520,21 @@ def _form(request: Request) -> dict[str, str]:
     """A urlencoded body, read without python-multipart (the dashboard's forms are small and flat)."""
     raw = anyio.from_thread.run(request.body)
     return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _batched(pieces: Iterator[str], size: int = 64 * 1024) -> Iterator[str]:
+    """A template's many small pieces sent in blocks: each piece of a streamed answer is a trip to a worker
+    thread and an ASGI message, which for a log of 30,000 lines is the whole cost of the page."""
+    block: list[str] = []
+    held = 0
+    for piece in pieces:
+        block.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield "".join(block)
+            block, held = [], 0
+    if block:
+        yield "".join(block)
 
 
 def _refuse(status: int, message: str, fix: str | None = None) -> JSONResponse:

@@ -453,11 +453,11 @@ def log_views(spans: Sequence[AttemptSpan], redact: Redactor) -> list[LogView]:
     return out
 
 
-def log_path_of(events: Sequence[Event], state: RunState, name: str) -> str | None:
-    """The journaled log file of a run called `name`; only those files are ever served."""
+def log_span_of(events: Sequence[Event], state: RunState, name: str) -> AttemptSpan | None:
+    """The attempt whose journaled log file is called `name`: only those files are ever served or viewed."""
     for span in attempts(events, state):
         if span.log_path and Path(span.log_path).name == name:
-            return span.log_path
+            return span
     return None
 
 

@@ -187,6 +187,8 @@ def test_catalog_readers_see_one_whole_commit_before_during_and_after(aws: MotoS
     assert _catalog_reader() == _expected_view(params, second)
     assert "glue:BatchUpdatePartition" in aws.calls(), "partitions are moved in place, not dropped and re-made"
     assert first in _commits_in_s3(params)
+    # what step 1 declared of its commit (one row per id) still stands beside the retired prefix
+    assert engine.intact_manifest(_target(params), "id_part", list(range(N_PARTS))) is not None
     manifest = json.loads(S3Storage().read_text(f"{_target(params)}/_manifest.json") or "{}")
     retired = Commit.from_manifest(json.dumps(manifest))
     assert retired is not None and first in retired.retired

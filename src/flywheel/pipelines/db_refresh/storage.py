@@ -35,7 +35,7 @@ A reader mid-commit sees the previous manifest and, through the catalog, the pre
 of them is deleted or overwritten for the grace period after they are replaced, so a query that
 started on the previous commit can finish on it. A commit that fails before step 2 deletes what it put
 (best effort); anything it could not delete is under a prefix no reader is pointed at, and is swept
-after the grace (docs/aws.md, "What a reader through the Glue catalog sees").
+after the grace (docs/aws.md, "What a reader through the catalog sees").
 """
 
 from __future__ import annotations

@@ -569,9 +569,11 @@ class S3Storage:
             return ()
         moment = (now or datetime.now(UTC)).astimezone(UTC)
         groups: dict[str, list[tuple[str, datetime]]] = {}
+        _, key = split_uri(target)
+        prefix = key.rstrip("/") + "/" if key else ""
         for page in self._pages(target):
             for item in page.get("Contents", ()):
-                relative = str(item["Key"])[len(split_uri(target)[1].rstrip("/")) + 1 :]
+                relative = str(item["Key"])[len(prefix) :]
                 folder = commit_folder(relative)
                 if folder is not None:
                     groups.setdefault(folder, []).append((relative, _utc(item["LastModified"])))

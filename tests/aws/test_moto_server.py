@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.support.moto_server import MotoServer
 
@@ -112,3 +114,36 @@ def test_calls_are_recorded_as_iam_actions(aws: MotoServer) -> None:
         "sns:CreateTopic",
         "glue:GetJobs",
     ]
+
+
+def test_s3_hold_stops_a_request_until_released_then_serves_or_fails_it(aws: MotoServer) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="held")
+    outcomes: list[str] = []
+
+    def put(key: str) -> None:
+        try:
+            s3.put_object(Bucket="held", Key=key, Body=b"x")
+            outcomes.append("served")
+        except ClientError as exc:
+            outcomes.append(exc.response["Error"]["Code"])
+
+    aws.s3_hold(r"^held/a/", serve=True)
+    writer = threading.Thread(target=put, args=("a/one",))
+    writer.start()
+    assert aws.wait_s3_held(1) == ["held/a/one"]
+    assert "Contents" not in s3.list_objects_v2(Bucket="held"), "not stored while held"
+    s3.put_object(Bucket="held", Key="b/other", Body=b"y")  # other requests go on meanwhile
+    assert aws.s3_release() == ["held/a/one"]
+    writer.join(30)
+    assert outcomes == ["served"] and aws.s3_held() == []
+    assert s3.get_object(Bucket="held", Key="a/one")["Body"].read() == b"x"
+
+    aws.s3_hold(r"^held/a/", serve=False)
+    writer = threading.Thread(target=put, args=("a/two",))
+    writer.start()
+    aws.wait_s3_held(1)
+    aws.s3_release(1)
+    writer.join(30)
+    assert outcomes == ["served", "AccessDenied"]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="held")["Contents"]] == ["a/one", "b/other"]

@@ -30,7 +30,7 @@ from flywheel.pipelines.db_refresh.jobs import (
     prepare_part_tables,
     register_part_tables,
 )
-from flywheel.pipelines.db_refresh.storage import S3Storage, StoredFile
+from flywheel.pipelines.db_refresh.storage import Commit, S3Storage, StoredFile
 from tests.aws.resources import create_bucket
 from tests.support.moto_server import MotoServer
 
@@ -43,6 +43,8 @@ ROWS = 600
 SPLITS = ("addressable_ids", "infobase_attributes")
 MAPPING = "fields:\n  ip: {matchKey: null}\nexclude: [marital_status]\n"
 """An ER schema-mapping override, so step 5 reads its configuration from `config_root` too."""
+LOSER = "commit-20260101T000000Z-0000aaaa"
+WINNER = "commit-20260101T000000Z-0000bbbb"
 
 Job = Callable[[StepInvocation], JobResult]
 
@@ -204,6 +206,12 @@ def test_jobs_on_s3_commit_what_they_commit_locally(
     for name in ("part_addressable_ids", "part_infobase_attributes", "part_addressable_ids_er"):
         partitions = glue.get_partitions(DatabaseName=DATABASE, TableName=name)["Partitions"]
         assert sorted(int(p["Values"][0]) for p in partitions) == list(range(N_PARTS)), name
+        # each partition's location is the prefix of the one commit its manifest names
+        root = glue.get_table(DatabaseName=DATABASE, Name=name)["Table"]["StorageDescriptor"]["Location"]
+        committed = engine.read_manifest(root)
+        assert committed is not None and committed.commit is not None
+        for p in partitions:
+            assert p["StorageDescriptor"]["Location"] == f"{root}/id_part={p['Values'][0]}/{committed.commit['id']}"
 
     monitor = json.loads(_text(f"{params['reports_root']}/data_monitor/metrics.json"))
     expected = json.loads(Path(local["reports_root"], "data_monitor", "metrics.json").read_text())
@@ -252,7 +260,7 @@ def test_a_failed_commit_leaves_the_previous_output_readable(aws: MotoServer, s3
     # the third new file cannot be put (parts go up in order), and the two already put cannot be taken
     # back either (DeleteObjects is refused): they stay, unlisted, and neither readers nor the verifier
     # see them
-    aws.s3_fault(r"split_part/addressable_ids/id_part=2/[0-9a-f]{12}-part")
+    aws.s3_fault(r"split_part/addressable_ids/id_part=2/commit-[^/]+/part")
     aws.s3_fault(rf"^{BUCKET}$", method="POST", times=None)  # DeleteObjects: POST /bucket?delete
     with pytest.raises(JobError) as refused:
         _run(addressable_split.run, params, "addressable-split-and-part")
@@ -261,13 +269,21 @@ def test_a_failed_commit_leaves_the_previous_output_readable(aws: MotoServer, s3
     unchanged()
     aws.clear_s3_faults()
 
-    # the next good commit replaces the output and removes every object its manifest does not list
+    # the next good commit replaces the output; the previous commit and the failed one's leftovers stay
+    # for the grace period (readers may still be on them), and a commit after it sweeps them
     _run(addressable_split.run, params, "addressable-split-and-part")
     committed = engine.read_manifest(target)
     assert committed is not None and _text(f"{target}/_manifest.json") != manifest
     listed = {f"id_part={v}/{f}" for v, p in committed.partitions.items() for f in p.files}
-    assert _keys(target) == sorted({*listed, "_manifest.json"})
+    assert {*keys, *listed} <= set(_keys(target))
+    assert len(_keys(target)) == len(keys) + 2 + len(listed)
     assert _rows(params, target) == rows
+    _run(addressable_split.run, {**params, "commit_grace": "0"}, "addressable-split-and-part")
+    last = engine.read_manifest(target)
+    assert last is not None
+    assert _keys(target) == sorted(
+        {"_manifest.json", *(f"id_part={v}/{f}" for v, p in last.partitions.items() for f in p.files)}
+    )
 
 
 def test_two_commits_at_once_one_wins_and_the_other_fails_clearly(
@@ -284,32 +300,31 @@ def test_two_commits_at_once_one_wins_and_the_other_fails_clearly(
     loser_file = tmp_path / "part-0.parquet"
     loser_file.write_bytes(b"not a winner")
 
-    def overtaken(stored: Mapping[str, StoredFile]) -> str:
+    def overtaken(stored: Mapping[str, StoredFile], commit: Commit) -> str:
         # a second writer (the real step-1 job) commits the same output while this commit is half-way
         _run(addressable_split.run, params, "addressable-split-and-part")
         return json.dumps({"files": sorted(stored)})
 
     with pytest.raises(JobError) as lost:
-        S3Storage().commit(target, {"id_part=0/loser-part-0.parquet": loser_file}, overtaken)
+        S3Storage().commit(target, LOSER, {f"id_part=0/{LOSER}/part-0.parquet": loser_file}, overtaken)
     assert lost.value.error_type == "concurrent-commit"
     assert "replaced by another commit" in str(lost.value) and "rerun the step" in str(lost.value)
     winner = engine.read_manifest(target)
     assert winner is not None and _text(f"{target}/_manifest.json") != first
-    listed = {f"id_part={v}/{f}" for v, p in winner.partitions.items() for f in p.files}
-    assert _keys(target) == sorted({*listed, "_manifest.json"})  # the loser's file is gone
+    assert not [k for k in _keys(target) if LOSER in k]  # the loser's file is gone
 
     # two first commits of a new output: If-None-Match: * lets only one create the manifest
     fresh = f"s3://{BUCKET}/race/fresh"
 
-    def first_overtaken(stored: Mapping[str, StoredFile]) -> str:
-        S3Storage().commit(fresh, {"id_part=0/winner-part-0.parquet": loser_file}, lambda s: '{"winner": true}')
+    def first_overtaken(stored: Mapping[str, StoredFile], commit: Commit) -> str:
+        S3Storage().commit(fresh, WINNER, {f"id_part=0/{WINNER}/part-0.parquet": loser_file}, lambda s, c: "{}")
         return '{"winner": false}'
 
     with pytest.raises(JobError) as lost_first:
-        S3Storage().commit(fresh, {"id_part=0/second-part-0.parquet": loser_file}, first_overtaken)
+        S3Storage().commit(fresh, LOSER, {f"id_part=0/{LOSER}/part-0.parquet": loser_file}, first_overtaken)
     assert lost_first.value.error_type == "concurrent-commit"
-    assert json.loads(_text(f"{fresh}/_manifest.json")) == {"winner": True}
-    assert _keys(fresh) == ["_manifest.json", "id_part=0/winner-part-0.parquet"]
+    assert json.loads(_text(f"{fresh}/_manifest.json")) == {}
+    assert _keys(fresh) == ["_manifest.json", f"id_part=0/{WINNER}/part-0.parquet"]
 
 
 def test_s3_roots_with_the_local_catalog_are_refused_clearly(s3_params: dict[str, Any], tmp_path: Path) -> None:

@@ -21,7 +21,9 @@ serving:
    the tests check the Terraform IAM policies against what flywheel (and the state machine) called;
 7. a test registers *S3 faults* (`POST /_flywheel/s3/faults`): the next S3 request(s) with a given
    method whose `bucket/key` matches a pattern get an S3 error reply (e.g. 403 AccessDenied) instead
-   of being served, so a commit can be made to fail at a chosen object.
+   of being served, so a commit can be made to fail at a chosen object; a *hold* fault stops such a
+   request until the test releases it (`POST /_flywheel/s3/release`), then serves it or fails it, so a
+   test can look at S3 and the Glue catalog in the middle of a commit, or kill the writer there.
 
 Tests use `MotoServer` (start, stop, rule helpers); the pytest fixture is in `tests/aws/conftest.py`.
 """
@@ -79,6 +81,21 @@ class _S3Fault:
     code: str = "AccessDenied"
     status: int = 403
     times: int | None = 1
+    hold: bool = False
+    serve: bool = False
+
+
+@dataclass
+class _Held:
+    """An S3 request stopped by a `hold` fault, waiting for `/s3/release`."""
+
+    fault: _S3Fault
+    target: str
+    released: threading.Event = field(default_factory=threading.Event)
+
+
+HOLD_LIMIT = 120.0
+"""A held S3 request is let go after this many seconds even if no test releases it."""
 
 
 @dataclass
@@ -88,6 +105,7 @@ class _Control:
     lock: threading.Lock = field(default_factory=threading.Lock)
     runs: dict[str, Any] = field(default_factory=dict)  # JobRunId -> FakeJobRun (for release / listing)
     calls: list[dict[str, str]] = field(default_factory=list)  # every AWS call: principal and IAM action
+    held: list[_Held] = field(default_factory=list)  # S3 requests waiting for release, oldest first
 
     def take(self, job_name: str, arguments: Mapping[str, str]) -> _Rule | None:
         return self.use_first(self.rules, lambda rule: rule.matches(job_name, arguments))
@@ -383,6 +401,16 @@ def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
             if not path.startswith("/moto-api"):
                 _record_call(environ)
                 fault = _s3_fault(environ) if _CONTROL.s3_faults else None
+                if fault is not None and fault.hold:
+                    held = _Held(fault, urllib.parse.unquote(path).lstrip("/"))
+                    with _CONTROL.lock:
+                        _CONTROL.held.append(held)
+                    held.released.wait(HOLD_LIMIT)
+                    with _CONTROL.lock:
+                        if held in _CONTROL.held:
+                            _CONTROL.held.remove(held)
+                    if fault.serve:
+                        return app(environ, start_response)
                 if fault is not None:
                     error = (
                         f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{fault.code}</Code>"
@@ -419,6 +447,8 @@ def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
                 code=str(body.get("code", "AccessDenied")),
                 status=int(body.get("status", 403)),
                 times=body.get("times", 1),
+                hold=bool(body.get("hold", False)),
+                serve=bool(body.get("serve", False)),
             )
             with _CONTROL.lock:
                 _CONTROL.s3_faults.append(fault)
@@ -427,6 +457,17 @@ def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
             with _CONTROL.lock:
                 _CONTROL.s3_faults.clear()
             return reply(start_response, 200, {"ok": True})
+        if action == "s3/held":
+            with _CONTROL.lock:
+                waiting = [h.target for h in _CONTROL.held if not h.released.is_set()]
+            return reply(start_response, 200, {"held": waiting})
+        if action == "s3/release" and environ["REQUEST_METHOD"] == "POST":
+            with _CONTROL.lock:
+                waiting = [h for h in _CONTROL.held if not h.released.is_set()]
+            chosen = waiting[: body["count"]] if body.get("count") is not None else waiting
+            for held in chosen:
+                held.released.set()
+            return reply(start_response, 200, {"released": [h.target for h in chosen]})
         if action == "glue/release" and environ["REQUEST_METHOD"] == "POST":
             released = []
             with _CONTROL.lock:
@@ -454,6 +495,9 @@ def _control_app(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[
             with _CONTROL.lock:
                 _CONTROL.rules.clear()
                 _CONTROL.s3_faults.clear()
+                for held in _CONTROL.held:
+                    held.released.set()
+                _CONTROL.held.clear()
                 _CONTROL.runs.clear()
                 _CONTROL.calls.clear()
             return reply(start_response, 200, {"ok": True})
@@ -562,6 +606,33 @@ class MotoServer:
         with `code` (HTTP `status`) instead of being served."""
         body = {"key": key, "method": method, "code": code, "status": status, "times": times}
         self._post(CONTROL_PREFIX + "s3/faults", body)
+
+    def s3_hold(self, key: str, *, method: str = "PUT", serve: bool = True, times: int | None = 1) -> None:
+        """Stop the next `times` S3 requests of `method` whose `bucket/key` matches `key` until
+        `s3_release`: then they are served (`serve`), or answered 403 AccessDenied (the caller is gone,
+        as when its process was killed mid-request)."""
+        body = {"key": key, "method": method, "hold": True, "serve": serve, "times": times}
+        self._post(CONTROL_PREFIX + "s3/faults", body)
+
+    def s3_held(self) -> list[str]:
+        """The `bucket/key` of every S3 request held now, oldest first."""
+        with urllib.request.urlopen(self.endpoint + CONTROL_PREFIX + "s3/held", timeout=10) as response:
+            held: list[str] = json.loads(response.read())["held"]
+        return held
+
+    def wait_s3_held(self, count: int = 1, timeout: float = 60.0) -> list[str]:
+        """Wait until at least `count` S3 requests are held; their targets."""
+        deadline = time.monotonic() + timeout
+        while len(held := self.s3_held()) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(held)} S3 requests held after {timeout} s, expected {count}")
+            time.sleep(0.05)
+        return held
+
+    def s3_release(self, count: int | None = None) -> list[str]:
+        """Let the oldest `count` held S3 requests go on (all when None); their targets."""
+        released: list[str] = self._post(CONTROL_PREFIX + "s3/release", {"count": count})["released"]
+        return released
 
     def clear_s3_faults(self) -> None:
         self._post(CONTROL_PREFIX + "s3/faults/clear")

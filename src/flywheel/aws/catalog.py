@@ -272,6 +272,28 @@ class GlueCatalog:
             deleted = self.delete_partitions(table.name, [v for v in existing if v not in wanted])
         return PartitionChanges(tuple(created), tuple(updated), tuple(unchanged), deleted)
 
+    def publish_commit(self, table: str, partitions: Sequence[PartitionSpec]) -> PartitionChanges:
+        """Make a registered table's partitions exactly `partitions` (their new locations: one commit's
+        prefixes), keeping the table's own columns and formats.
+
+        Glue has no transaction over partitions: `BatchUpdatePartition` changes up to 100 at a time, so
+        for a moment some partitions may name the new commit and some the previous one (both stay in S3
+        for the grace period), and two publishers racing leave whichever wrote last ("BatchUpdatePartition
+        (batch_update_partition)", Glue API reference: no condition parameter). Publishing again from the
+        current manifest (step 3 or 4) settles it.
+        """
+        found = self.get_table(table)
+        if found is None:
+            raise _error("tables-not-registered", f"table {self.database}.{table} is not registered")
+        descriptor = found.get("StorageDescriptor", {})
+        definition = TableDefinition(
+            name=table,
+            location=str(descriptor.get("Location", "")),
+            columns=tuple((c["Name"], c["Type"]) for c in descriptor.get("Columns", ())),
+            partition_keys=tuple((c["Name"], c["Type"]) for c in found.get("PartitionKeys", ())),
+        )
+        return self.register_partitions(definition, partitions, exact=True)
+
     def delete_partitions(self, table: str, values: Sequence[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
         """Unregister partitions (their files stay), in batches of 25."""
         for batch in _chunks(list(values), DELETE_BATCH):

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from flywheel.pipelines.db_refresh import engine
+from flywheel.pipelines.db_refresh import engine, storage
 from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error, sql_ident, sql_text
 from flywheel.pipelines.db_refresh.tables import PARTITION_COL as PARTITION_COL
 from flywheel.pipelines.db_refresh.tables import Partition as Partition
@@ -177,6 +177,18 @@ def _has_bookkeeping(conn: Any, database: str) -> bool:
         [database],
     ).fetchone()
     return bool(found and found[0])
+
+
+def commit_options(params: Mapping[str, Any], table: str, storage_root: str) -> dict[str, Any]:
+    """The keyword arguments of `engine.write_partitioned` for a table's output: the grace period of
+    replaced commits (`commit_grace`), and on the Glue catalog the publish that points the table's
+    partitions at the new commit once its manifest is written (and says which commits are still named)."""
+    options: dict[str, Any] = {"commit_grace": storage.commit_grace(params.get("commit_grace"))}
+    if on_glue(params) and storage.is_remote(storage_root):
+        from flywheel.pipelines.db_refresh import glue_catalog as glue
+
+        options["after_commit"] = lambda: glue.publish(params, table, storage_root)
+    return options
 
 
 def get_table(params: Mapping[str, Any], table: str) -> TableInfo:

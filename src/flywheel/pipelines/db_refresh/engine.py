@@ -27,12 +27,15 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import logging
 import os
+import posixpath
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +54,8 @@ MANIFEST = "_manifest.json"
 """Written last into a partitioned output: its presence says the output is complete."""
 
 BUCKET_HEX_DIGITS = 8
+
+log = logging.getLogger(__name__)
 
 
 class JobErrorType(StrEnum):
@@ -479,11 +484,15 @@ def _local_partition_dirs(
     """The listed partitions' directories; on S3, of local copies of the files the manifest lists."""
     if storage.is_remote(root):
         scratch, s3 = _s3_scratch(session), storage.S3Storage()
+        folders: dict[int, str] = {}
         for value, names in _committed_files(str(root), partition_col, values).items():
             for name in names:
                 storage.local_copy(scratch, storage.join(str(root), f"{partition_col}={value}", name), client=s3)
+            # one commit writes a partition's files under one prefix (`commit-<id>/`)
+            folders[value] = posixpath.dirname(names[0]) if names else ""
         bucket, key = storage.split_uri(str(root))
-        root = scratch / bucket / key
+        local = scratch / bucket / key
+        return [partition_dir(local, partition_col, v) / folders.get(v, "") for v in sorted(values)]
     return [partition_dir(root, partition_col, v) for v in sorted(values)]
 
 
@@ -575,6 +584,8 @@ class PartitionedOutput:
     """Columns the writer guarantees hold no repeated value within a partition (steps 1-2: `id`)."""
     canonical: Mapping[str, str] = field(default_factory=dict)
     """Column -> the form (`canonical.FORMS`) the writer put every value of it in."""
+    commit: Mapping[str, Any] | None = None
+    """On S3, the commit record (`storage.Commit.record`): the current commit prefix and the retired ones."""
 
     @property
     def rows(self) -> int:
@@ -587,6 +598,8 @@ class PartitionedOutput:
             for k, v in sorted(self.partitions.items())
         }
         body["rows"] = self.rows
+        if body["commit"] is None:
+            del body["commit"]
         return json.dumps(body, indent=2, sort_keys=True)
 
     @classmethod
@@ -607,6 +620,7 @@ class PartitionedOutput:
             partitions=parts,
             unique_key=unique_key,
             canonical={str(k): str(v) for k, v in (body.get("canonical") or {}).items()},
+            commit=body.get("commit") if isinstance(body.get("commit"), dict) else None,
         )
 
 
@@ -628,6 +642,9 @@ def intact_manifest(root: str, partition_col: str, values: Sequence[int]) -> Par
     present = storage.storage_for(root).partitions(root, partition_col)
     for value in values:
         committed, files = manifest.partitions.get(value), present.get(value, ())
+        # files of other commit prefixes (retired ones in their grace period) are not this output's
+        folders = {posixpath.dirname(name) for name in committed.files} if committed else set()
+        files = tuple(f for f in files if posixpath.dirname(f.name) in folders)
         if committed is None or sorted(committed.files) != sorted(f.name for f in files):
             return None
         if committed.bytes != sum(f.size for f in files):
@@ -644,6 +661,8 @@ def write_partitioned(
     unique_key: Sequence[str] = (),
     canonical: Mapping[str, str] | None = None,
     within_part: Callable[[DataFrame], DataFrame] | None = None,
+    commit_grace: timedelta = storage.COMMIT_GRACE,
+    after_commit: Callable[[], Collection[str]] | None = None,
 ) -> PartitionedOutput:
     """Replace `path` with hive-style `partition_col=<int>/` Parquet directories, all or nothing.
 
@@ -666,10 +685,22 @@ def write_partitioned(
     partition column, say): DuckDB applies it to one part's rows at a time, Spark to the whole frame.
     Written after the part filter, a plan that reads its input more than once (a self-join) still reads
     one part: over the whole frame, DuckDB materialised the input once, all of it, for every part.
+
+    On S3 only: `after_commit` runs once the manifest is written (the caller points the Glue catalog at
+    the new commit there) and returns the commit ids still in use (what the catalog names); then
+    retired commit prefixes older than `commit_grace` are swept (`storage.S3Storage.sweep`).
     """
     if storage.is_remote(path):
         return _write_partitioned_s3(
-            df, os.fspath(path), partition_col, parts, tuple(unique_key), dict(canonical or {}), within_part
+            df,
+            os.fspath(path),
+            partition_col,
+            parts,
+            tuple(unique_key),
+            dict(canonical or {}),
+            within_part,
+            commit_grace,
+            after_commit,
         )
     target = local_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -851,15 +882,18 @@ def _write_partitioned_s3(
     unique_key: tuple[str, ...],
     canonical: Mapping[str, str],
     within_part: Callable[[DataFrame], DataFrame] | None,
+    grace: timedelta,
+    after_commit: Callable[[], Collection[str]] | None,
 ) -> PartitionedOutput:
     """`write_partitioned` to S3: the engine writes a staging copy, `storage.S3Storage.commit` publishes it.
 
     Spark writes the staging copy to a hidden sibling prefix (`.<name>.staging-<commit>/`) and the commit
     copies it server-side; DuckDB writes it to local scratch and the commit uploads it. Files are
-    published as `<commit>-<name>` so that no file of the previous commit is overwritten.
+    published under the commit's own prefix, `<partition>/commit-<stamp>-<hex>/<name>`, so no file of an
+    earlier commit is overwritten or mixed with the new ones; the manifest names them by that path.
     """
     session = df.session if hasattr(df, "session") else df.sparkSession
-    commit = uuid.uuid4().hex[:12]
+    commit = storage.new_commit_id()
     s3 = storage.S3Storage()
     parent, _, name = target.rstrip("/").rpartition("/")
     spark = _is_spark(session)
@@ -875,24 +909,31 @@ def _write_partitioned_s3(
             for file in stats.files:
                 relative = f"{partition_col}={value}/{file}"
                 source = f"{staging}/{relative}" if isinstance(staging, str) else staging / relative
-                sources[f"{partition_col}={value}/{commit}-{file}"] = source
+                sources[f"{partition_col}={value}/{commit}/{file}"] = source
 
-        def manifest(stored: Mapping[str, storage.StoredFile]) -> str:
+        def manifest(stored: Mapping[str, storage.StoredFile], record: storage.Commit) -> str:
             parts = {}
             for value, stats in written.partitions.items():
-                keys = [f"{partition_col}={value}/{commit}-{file}" for file in stats.files]
+                keys = [f"{partition_col}={value}/{commit}/{file}" for file in stats.files]
                 parts[value] = PartitionStats(
                     rows=stats.rows,
-                    files=tuple(stored[k].name for k in keys),
+                    files=tuple(f"{commit}/{file}" for file in stats.files),
                     bytes=sum(stored[k].size for k in keys),
                     etags=tuple(stored[k].etag or "" for k in keys),
                 )
-            committed = PartitionedOutput(target, partition_col, written.columns, parts, unique_key, canonical)
+            committed = PartitionedOutput(
+                target, partition_col, written.columns, parts, unique_key, canonical, record.record()
+            )
             outputs.append(committed)
             return committed.to_json()
 
         outputs: list[PartitionedOutput] = []
-        s3.commit(target, sources, manifest)
+        s3.commit(target, commit, sources, manifest, grace=grace)
+        keep = after_commit() if after_commit is not None else ()
+        try:
+            s3.sweep(target, grace=grace, keep=keep)
+        except JobError as exc:  # committed all the same: the next commit sweeps again
+            log.warning("the commit of %s stands, but old commit prefixes were not swept: %s", target, exc)
         return outputs[-1]
     finally:
         if isinstance(staging, str):

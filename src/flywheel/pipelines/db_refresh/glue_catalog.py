@@ -24,6 +24,7 @@ from flywheel.aws.catalog import (
     TableDefinition,
     _error,
 )
+from flywheel.pipelines.db_refresh.storage import commit_folder
 from flywheel.pipelines.db_refresh.tables import PARTITION_COL, Partition, TableInfo, fingerprint_of
 
 
@@ -54,10 +55,12 @@ def _s3() -> Any:
 def discover_partitions(
     storage_root: str, partition_col: str = PARTITION_COL, *, s3: Any = None
 ) -> dict[int, tuple[str, tuple[str, ...], int]]:
-    """Every `partition_col=<int>/` directory under an S3 root: value -> (location, files, bytes).
+    """Every partition of an S3 root: value -> (location, files relative to it, bytes).
 
     When the root holds a split step's `_manifest.json`, only the files it lists count (the commit
-    marker: anything else is a leftover of a failed or unfinished commit)."""
+    marker: anything else is a retired commit, or a commit in progress or killed), and a partition's
+    location is the prefix its files are under: `id_part=N/commit-<id>`, never the partition directory
+    that holds every commit's prefix. Without a manifest, the files directly under `id_part=N/`."""
     from flywheel.aws.s3 import manifest_files, parse_s3_uri
 
     root = parse_s3_uri(storage_root)
@@ -66,18 +69,23 @@ def discover_partitions(
     listed = manifest_files(read_manifest(storage_root, s3=client))
     committed = set(listed) if listed is not None else None
     found: dict[int, tuple[str, list[str], int]] = {}
-    pattern = re.compile(rf"^{re.escape(partition_col)}=(-?\d+)/([^/]+)$")
+    pattern = re.compile(rf"^{re.escape(partition_col)}=(-?\d+)/(.+)$")
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=root.bucket, Prefix=prefix):
         for item in page.get("Contents", ()):
-            match = pattern.match(str(item["Key"])[len(prefix) :])
-            if not match or match.group(2).startswith((".", "_")):
+            relative = str(item["Key"])[len(prefix) :]
+            match = pattern.match(relative)
+            if not match or commit_folder(relative) is None:
                 continue
-            if committed is not None and str(item["Key"])[len(prefix) :] not in committed:
+            if committed is not None:
+                if relative not in committed:
+                    continue
+            elif "/" in match.group(2):
                 continue
             value = int(match.group(1))
-            location = f"s3://{root.bucket}/{prefix}{partition_col}={value}"
+            folder, _, name = match.group(2).rpartition("/")
+            location = f"s3://{root.bucket}/{prefix}{partition_col}={value}" + (f"/{folder}" if folder else "")
             _, files, size = found.get(value, (location, [], 0))
-            files.append(match.group(2))
+            files.append(name)
             found[value] = (location, files, size + int(item["Size"]))
     return {v: (loc, tuple(sorted(files)), size) for v, (loc, files, size) in sorted(found.items())}
 
@@ -210,6 +218,42 @@ def sync_partitions(
     before = {int(v[0]) for v in catalog.partitions(table)}
     catalog.register_partitions(definition, _partition_specs(found, read_manifest(root, s3=s3), wanted), exact=True)
     return tuple(v for v in wanted if v not in before), tuple(sorted(before - set(wanted)))
+
+
+def publish(
+    params: Mapping[str, Any], table: str, storage_root: str, *, client: Any = None, s3: Any = None
+) -> frozenset[str]:
+    """Point a registered table's partitions at the commit the manifest under `storage_root` names now.
+
+    Called right after a commit's manifest PUT, so catalog readers (Athena, Spark reading the table by
+    name) switch from the previous commit's prefixes to the new ones. The partitions become exactly the
+    manifest's (as step 3 registers them). A table not registered yet, or over another root, is left
+    alone (step 3 registers it). Returns the commit ids the catalog's partitions name afterwards, which
+    the sweep must keep (`""`: a partition directory itself).
+    """
+    catalog = catalog_for(params, client=client)
+    existing = catalog.get_table(table)
+    if existing is None:
+        return frozenset()
+    root = storage_root.rstrip("/")
+    if str(existing.get("StorageDescriptor", {}).get("Location", "")).rstrip("/") != root:
+        return frozenset()
+    partition_col = str((existing.get("PartitionKeys") or [{"Name": PARTITION_COL}])[0]["Name"])
+    found = discover_partitions(root, partition_col, s3=s3)
+    catalog.publish_commit(table, _partition_specs(found, read_manifest(root, s3=s3), found))
+    return commits_named(root, catalog.partitions(table).values())
+
+
+def commits_named(storage_root: str, partitions: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """The commit ids Glue partitions' locations name under `storage_root` (`""`: a partition directory)."""
+    root = storage_root.rstrip("/") + "/"
+    named = set()
+    for partition in partitions:
+        location = str(partition.get("StorageDescriptor", {}).get("Location", "")).rstrip("/")
+        if location.startswith(root):
+            parts = location[len(root) :].split("/")
+            named.add(parts[1] if len(parts) > 1 else "")
+    return frozenset(named)
 
 
 def add_partitions(

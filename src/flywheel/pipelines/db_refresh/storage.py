@@ -14,36 +14,44 @@ Committing on S3 (`S3Storage.commit`) cannot be a rename: S3 has none, and copyi
 object is visible half-done. So a partitioned output's `_manifest.json` is the commit marker and readers
 trust only what it lists (`engine.read_partitions`, the Glue catalog code, the `s3` output verifier):
 
-1. the new data objects are put beside the old ones under names no earlier commit used (`<commit id>-`
-   in front of the file name), copied from the engine's staging prefix or uploaded from local scratch;
+1. every commit writes its data objects under a prefix of its own in each partition directory,
+   `id_part=N/commit-<UTC stamp>-<random hex>/` (`new_commit_id`; the Hive-style `id_part=N/` stays, so
+   partition discovery still works), copied from the engine's staging prefix or uploaded from scratch;
 2. `_manifest.json` is replaced in one conditional PUT (atomic in S3): `If-Match` the manifest's ETag
    read when the commit began (`If-None-Match: *` when there was none), so of two writers committing the
    same output at once one wins and the other fails with `concurrent-commit` and takes back its files
    ("Add preconditions to S3 operations with conditional requests",
-   AmazonS3/latest/userguide/conditional-requests.html);
-   the output now *is* the new one;
-3. then every object under the prefix that the new manifest does not list is deleted (stale parts of
-   the previous commit, leftovers of a failed one).
+   AmazonS3/latest/userguide/conditional-requests.html). The manifest carries the commit record
+   (`Commit`: its id, time, and the earlier commits it retired and when), and the output now *is* the
+   new one;
+3. the caller then points the Glue catalog's partitions at the new prefixes (the db-refresh catalog
+   seam), so catalog readers switch from one whole commit to the next;
+4. `S3Storage.sweep` deletes a retired commit's prefix only once it has been retired for the grace
+   period (`commit_grace`, default 6 h), and a prefix no manifest ever named (a killed or lost commit)
+   only once its newest object is that old; the current commit and every prefix the caller says is
+   still in use (what the catalog names) are never deleted.
 
-A reader mid-commit sees the previous manifest, and every file it lists is still there (nothing is
-deleted or overwritten before step 2), so the previous output stays readable; a commit that fails before
-step 2 deletes what it put (best effort), and anything it could not delete is unlisted, ignored by
-readers and removed by the next commit. What listing-based readers see (Spark or Athena reading a
-partition directory through the Glue catalog) can include such unlisted files until that next commit,
-and the new files of a commit in progress (docs/aws.md, "What a reader through the Glue catalog sees").
+A reader mid-commit sees the previous manifest and, through the catalog, the previous prefixes: nothing
+of them is deleted or overwritten for the grace period after they are replaced, so a query that
+started on the previous commit can finish on it. A commit that fails before step 2 deletes what it put
+(best effort); anything it could not delete is under a prefix no reader is pointed at, and is swept
+after the grace (docs/aws.md, "What a reader through the catalog sees").
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 import re
+import secrets
 import shutil
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,6 +66,10 @@ CONCURRENT_COMMIT = "concurrent-commit"
 HEAD_BYTES = 64 * 1024
 """A ranged GET of this much covers a CSV header line; more is read only when the line is longer."""
 MAX_HEADER_BYTES = 4 * 1024 * 1024
+COMMIT_GRACE = timedelta(hours=6)
+"""How long a replaced commit's files stay for readers that started on it (setting `commit_grace`)."""
+_COMMIT_ID = re.compile(r"^commit-(?P<stamp>\d{8}T\d{6}Z)-(?P<hex>[0-9a-f]{8})$")
+_DURATION = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[smhd]?)\s*$")
 
 
 def is_remote(uri: str | os.PathLike[str]) -> bool:
@@ -86,6 +98,84 @@ class StoredFile:
     name: str
     size: int
     etag: str | None = None
+
+
+def new_commit_id(now: datetime | None = None) -> str:
+    """`commit-<UTC stamp>-<8 random hex>`: the prefix one commit writes under in every partition.
+
+    The stamp makes prefixes sort by age when a person lists a partition; the random part keeps two
+    writers that start in the same second apart."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"commit-{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def is_commit_id(name: str) -> bool:
+    return _COMMIT_ID.match(name) is not None
+
+
+def commit_grace(value: object) -> timedelta:
+    """The `commit_grace` setting as a duration: seconds (`3600`), or `30m`, `6h`, `1d`; unset is 6 h."""
+    if value is None or value == "":
+        return COMMIT_GRACE
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise JobError(
+            f"commit_grace {value!r} is not a duration: write seconds (3600) or 30m, 6h, 1d",
+            error_type="unsupported",
+        )
+    seconds = float(match.group("number")) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group("unit")]
+    return timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Commit:
+    """The commit record a manifest carries: which prefix is current, and which earlier ones were
+    replaced and when (their grace period runs from then, not from when their files were written)."""
+
+    id: str
+    time: datetime
+    retired: Mapping[str, datetime]
+    """Earlier commit id -> when it stopped being current (`""`: files directly under the partition
+    directories, as outputs committed before per-commit prefixes have them)."""
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": _stamp(self.time),
+            "retired": [{"id": k, "since": _stamp(v)} for k, v in sorted(self.retired.items(), key=lambda kv: kv[1])],
+        }
+
+    @classmethod
+    def from_manifest(cls, text: str | None) -> Commit | None:
+        """The commit record of a manifest, or None (no manifest, or one written without a record)."""
+        try:
+            body = json.loads(text) if text else None
+            record = body.get("commit") if isinstance(body, dict) else None
+            if not isinstance(record, dict):
+                return None
+            retired = {str(r["id"]): _parse_stamp(r["since"]) for r in record.get("retired") or ()}
+            return cls(str(record["id"]), _parse_stamp(record["time"]), retired)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_stamp(text: Any) -> datetime:
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def commit_folder(relative: str) -> str | None:
+    """The commit prefix an object (key relative to an output) is under: its id, `""` for a data file
+    directly under a partition directory, None for anything else (the manifest, hidden names)."""
+    parts = relative.split("/")
+    if len(parts) < 2 or not _PARTITION_NAME.match(parts[0]) or any(_hidden(p) for p in parts):
+        return None
+    if len(parts) >= 3 and is_commit_id(parts[1]):
+        return parts[1]
+    return "" if len(parts) == 2 else None
 
 
 class Storage(Protocol):
@@ -395,45 +485,107 @@ class S3Storage:
         self.delete([join(uri, relative) for relative, _ in self.objects(uri)])
 
     def partitions(self, root: str, partition_col: str) -> dict[int, tuple[StoredFile, ...]]:
+        """As the local one, but a file under a commit prefix is named by its path below the partition
+        directory (`commit-<id>/part-0.parquet`), as the manifest names it."""
         found: dict[int, list[StoredFile]] = {}
         for relative, stored in self.objects(root):
             directory, _, name = relative.partition("/")
             match = _PARTITION_NAME.match(directory)
-            if not match or match.group("col") != partition_col or "/" in name or not name or _hidden(name):
+            if not match or match.group("col") != partition_col or commit_folder(relative) is None:
                 continue
-            found.setdefault(int(match.group("value")), []).append(stored)
+            found.setdefault(int(match.group("value")), []).append(StoredFile(name, stored.size, stored.etag))
         return {v: tuple(sorted(files, key=lambda f: f.name)) for v, files in sorted(found.items())}
+
+    def read_with_etag(self, uri: str) -> tuple[str | None, str | None]:
+        """A small text object and its ETag from one GET (so the two belong together), or (None, None)."""
+        bucket, key = split_uri(uri)
+        with _s3_call("read", uri):
+            try:
+                reply = self.client.get_object(Bucket=bucket, Key=key)
+            except Exception as exc:
+                if _code(exc) in _MISSING_CODES:
+                    return None, None
+                raise
+            return reply["Body"].read().decode("utf-8"), str(reply["ETag"])
 
     def commit(
         self,
         target: str,
+        commit_id: str,
         sources: Mapping[str, Path | str],
-        manifest: Callable[[Mapping[str, StoredFile]], str],
-    ) -> None:
+        manifest: Callable[[Mapping[str, StoredFile], Commit], str],
+        *,
+        grace: timedelta = COMMIT_GRACE,
+        now: datetime | None = None,
+    ) -> Commit:
         """Publish a partitioned output at `target` with the protocol in the module docstring.
 
-        `sources` maps each new object's key relative to `target` (names no earlier commit used) to a
+        `sources` maps each new object's key relative to `target` (under `<partition>/<commit_id>/`) to a
         local file to upload or an `s3://` object to copy; `manifest` builds the manifest text from what
-        was stored (sizes, ETags). Objects under `target/` that the manifest does not list are deleted
-        after it is written.
+        was stored (sizes, ETags) and the commit record, which it must carry under `commit`
+        (`Commit.record`). Nothing is deleted here but this commit's own files when it fails: old
+        prefixes go later, by `sweep`, after `grace`.
         """
+        if not is_commit_id(commit_id):
+            raise ValueError(f"{commit_id!r} is not a commit id (new_commit_id makes them)")
+        strays = [k for k in sources if commit_folder(k) != commit_id]
+        if strays:
+            raise ValueError(f"{strays[0]!r} is not under <partition>/{commit_id}/")
         stored: dict[str, StoredFile] = {}
         manifest_uri = join(target, MANIFEST)
         text: str | None = None
-        base = self.etag(manifest_uri)  # the commit this one replaces; the PUT below requires it unchanged
+        previous, base = self.read_with_etag(manifest_uri)  # the PUT below requires this manifest unchanged
+        moment = (now or datetime.now(UTC)).astimezone(UTC)
+        before = Commit.from_manifest(previous)
+        retired = {k: v for k, v in (before.retired if before else {}).items() if v > moment - grace}
+        if previous is not None:
+            retired[before.id if before else ""] = moment
+        record = Commit(commit_id, moment, retired)
         try:
             for relative, source in sources.items():
                 uri = join(target, relative)
                 stored[relative] = self.copy(source, uri) if isinstance(source, str) else self.upload(source, uri)
-            text = manifest(stored)
+            text = manifest(stored, record)
             self.replace_if_unchanged(manifest_uri, text.encode("utf-8"), base)
         except BaseException:
             if text is None or self.read_text(manifest_uri) != text:  # not committed: take back what was put
                 with contextlib.suppress(Exception):
                     self.delete([join(target, relative) for relative in stored])
             raise
-        keep = {*stored, MANIFEST}
-        self.delete([join(target, relative) for relative, _ in self.objects(target) if relative not in keep])
+        return record
+
+    def sweep(
+        self, target: str, *, grace: timedelta = COMMIT_GRACE, keep: Collection[str] = (), now: datetime | None = None
+    ) -> tuple[str, ...]:
+        """Delete the commit prefixes under `target` that no reader may still be using; returns their ids.
+
+        Kept: the current commit (the manifest's), every id in `keep` (what the Glue catalog still
+        names), a retired commit until `grace` after it was retired, and a prefix no manifest named (a
+        commit in progress, or a killed one) until `grace` after its newest object was written. An output
+        whose manifest carries no commit record (written before per-commit prefixes) is left alone.
+        """
+        current = Commit.from_manifest(self.read_text(join(target, MANIFEST)))
+        if current is None:
+            return ()
+        moment = (now or datetime.now(UTC)).astimezone(UTC)
+        groups: dict[str, list[tuple[str, datetime]]] = {}
+        _, key = split_uri(target)
+        prefix = key.rstrip("/") + "/" if key else ""
+        for page in self._pages(target):
+            for item in page.get("Contents", ()):
+                relative = str(item["Key"])[len(prefix) :]
+                folder = commit_folder(relative)
+                if folder is not None:
+                    groups.setdefault(folder, []).append((relative, _utc(item["LastModified"])))
+        swept = []
+        for folder, objects in sorted(groups.items()):
+            if folder == current.id or folder in keep:
+                continue
+            since = current.retired.get(folder) or max(modified for _, modified in objects)
+            if since <= moment - grace:
+                self.delete([join(target, relative) for relative, _ in objects])
+                swept.append(folder)
+        return tuple(swept)
 
     def read_csv_header(self, uri: str) -> str:
         """The first line of a CSV object (gzip or plain) from the first bytes only (ranged GETs)."""
@@ -462,6 +614,11 @@ class S3Storage:
 
 def _etag(value: Any) -> str:
     return str(value).strip('"')
+
+
+def _utc(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # --------------------------------------------------------------------------- local scratch for S3 inputs

@@ -546,7 +546,11 @@ def run(invocation: StepInvocation) -> JobResult:
         table = build_er_table(addressable, infobase, as_committed=declared)
         # Every record's part is one of the addressable table's registered parts: written part by part.
         parts = catalog.get_table(params, f"{prefix}addressable_ids").partition_values
-        output = engine.write_partitioned(table, storage.join(er_root, ER_TABLE), PARTITION_COLUMN, parts=parts)
+        er_path = storage.join(er_root, ER_TABLE)
+        er_name = f"{prefix}addressable_ids_er"
+        output = engine.write_partitioned(
+            table, er_path, PARTITION_COLUMN, parts=parts, **catalog.commit_options(params, er_name, er_path)
+        )
     if output.rows == 0:
         raise JobError(
             f"the ER table {output.path} is empty: no addressable record has both an id and a match key "

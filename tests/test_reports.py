@@ -122,6 +122,7 @@ def test_chromium_renders_the_failed_step_as_failed(failed_and_resumed: Sandbox,
     assert node.locator("rect").evaluate("e => getComputedStyle(e).fill") == "rgb(251, 213, 213)"
     assert (node.locator("text.sub").text_content() or "").startswith("failed")
     assert node.locator("text").first.text_content() == "2 [y]"  # the step's name labels its group
+    assert node.get_attribute("role") is None and node.get_attribute("tabindex") is None  # no script answers here
     assert page.locator('#graph g.node[data-key="b[x]"]').get_attribute("data-state") == "succeeded"
     row = page.locator('#steps tr[data-key="b[y]"]')
     assert row.locator(".badge").inner_text() == "failed"

@@ -9,7 +9,7 @@
   unfinished attempt ends where the run stopped, not at the time the page is read;
 - while a slow step runs, elapsed times tick every second between the server's events.
 
-Set FLYWHEEL_UI_SCREENSHOTS=docs/screenshots to refresh run-panel.png and run-resumed.png.
+Set FLYWHEEL_UI_SCREENSHOTS=docs/screenshots to refresh run-panel.png, run-panel-phone.png and run-resumed.png.
 """
 
 from __future__ import annotations
@@ -159,6 +159,8 @@ def test_the_graph_opens_a_panel_per_step_whose_rerun_command_works(
             assert shown["x"] >= 0 and shown["x"] + shown["width"] <= viewport["width"] + 0.5, where
             if viewport is LAPTOP:
                 shot(page, "run-panel.png", full_page=False)
+            if viewport is PHONE:
+                shot(page, "run-panel-phone.png", full_page=False)
             page.keyboard.press("Escape")
             assert panel.is_hidden()
             assert page.evaluate("document.activeElement.dataset.key") == "b[y]", "focus did not return to the node"

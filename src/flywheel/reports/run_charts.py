@@ -80,6 +80,8 @@ def stopped_at(state: RunState, now: float) -> float:
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 184, 62, 30, 12, 12
 GROUP_HEAD, GROUP_PAD = 22, 8
 LINE_CHARS = 25
+FOCUSABLE = ' tabindex="0" role="button"'
+HINT = ": press Enter on a step for its details"
 
 
 def wrap_name(name: str, width: int = LINE_CHARS) -> tuple[str, str]:
@@ -115,11 +117,12 @@ def _layers(spec: PipelineSpec) -> dict[str, int]:
     return layer
 
 
-def graph_svg(spec: PipelineSpec, state: RunState, *, now: float | None = None) -> str:
+def graph_svg(spec: PipelineSpec, state: RunState, *, now: float | None = None, interactive: bool = True) -> str:
     """Steps left to right by dependency depth; the contexts of a step are nodes inside a labelled box.
 
-    Every node is a focusable button (`data-key`) with its full name and state in `<title>`; a running
-    node's elapsed time carries `data-tick-start` so the dashboard advances it between events."""
+    Every node has its full name and state in `<title>`; with `interactive` (the dashboard, whose script
+    opens a panel) it is a focusable button (`data-key`), not in the static report where nothing would
+    answer. A running node's elapsed time carries `data-tick-start` so the dashboard advances it."""
     layer = _layers(spec)
     columns: dict[int, list[_Block]] = {}
     for step in sorted(spec.steps, key=lambda s: (layer[s.id], s.number)):
@@ -152,7 +155,7 @@ def graph_svg(spec: PipelineSpec, state: RunState, *, now: float | None = None) 
                 pos[key] = (x, top + row * (NODE_H + GAP_Y))
             y += block.height + GAP_Y * 2
     parts = [
-        f'<svg id="graph" class="chart" role="group" aria-label="run graph: press Enter on a step for its details" '
+        f'<svg id="graph" class="chart" role="group" aria-label="run graph{HINT if interactive else ""}" '
         f'viewBox="0 0 {width} {height:.0f}" width="100%" style="max-width:{width}px" '
         f'preserveAspectRatio="xMinYMin meet">',
         *groups,
@@ -168,12 +171,14 @@ def graph_svg(spec: PipelineSpec, state: RunState, *, now: float | None = None) 
                         f'{x2:.0f},{y2:.0f}"/>'
                     )
     for key, (x, y) in pos.items():
-        parts.append(_node(spec, state, key, x, y, now))
+        parts.append(_node(spec, state, key, x, y, now, interactive))
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _node(spec: PipelineSpec, state: RunState, key: StepKey, x: float, y: float, now: float | None) -> str:
+def _node(
+    spec: PipelineSpec, state: RunState, key: StepKey, x: float, y: float, now: float | None, interactive: bool
+) -> str:
     s = state.step(key)
     status = s.status.value
     fill, stroke = STATE_COLOURS[status]
@@ -196,8 +201,8 @@ def _node(spec: PipelineSpec, state: RunState, key: StepKey, x: float, y: float,
         lines += f'<text x="{x + 10}" y="{y + 34}">{esc(second)}</text>'
         sub_y = y + 52
     return (
-        f'<g class="node state-{status}" data-key="{esc(key)}" data-state="{status}" tabindex="0" role="button" '
-        f'aria-label="{esc(key)}: {esc(sub)}">'
+        f'<g class="node state-{status}" data-key="{esc(key)}" data-state="{status}"'
+        f'{FOCUSABLE if interactive else ""} aria-label="{esc(key)}: {esc(sub)}">'
         f"<title>{esc(tip)}</title>"
         f'<rect x="{x}" y="{y:.0f}" width="{NODE_W}" height="{NODE_H}" rx="7" fill="{fill}" stroke="{stroke}"{dash}/>'
         f"{lines}"

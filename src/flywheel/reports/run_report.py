@@ -188,7 +188,7 @@ def render_run_report(
     body = [
         _header(spec, state),
         "<h2>Graph</h2>",
-        graph_svg(spec, state, now=now),
+        graph_svg(spec, state, now=now, interactive=False),
         "<h2>Steps</h2>",
         _steps_table(spec, state),
         "<h2>Timeline</h2>",

@@ -120,7 +120,9 @@ def test_chromium_renders_the_failed_step_as_failed(failed_and_resumed: Sandbox,
     node = page.locator('#graph g.node[data-key="b[y]"]')
     assert node.is_visible() and node.get_attribute("data-state") == "failed"
     assert node.locator("rect").evaluate("e => getComputedStyle(e).fill") == "rgb(251, 213, 213)"
-    assert (node.locator("text.sub").text_content() or "").startswith("[y] failed")
+    assert (node.locator("text.sub").text_content() or "").startswith("failed")
+    assert node.locator("text").first.text_content() == "2 [y]"  # the step's name labels its group
+    assert node.get_attribute("role") is None and node.get_attribute("tabindex") is None  # no script answers here
     assert page.locator('#graph g.node[data-key="b[x]"]').get_attribute("data-state") == "succeeded"
     row = page.locator('#steps tr[data-key="b[y]"]')
     assert row.locator(".badge").inner_text() == "failed"
@@ -152,7 +154,7 @@ def test_chromium_renders_the_incidents_report(failed_and_resumed: Sandbox, brow
 def test_an_attempt_cut_off_by_a_dead_runner_ends_where_the_run_stopped_not_now() -> None:
     """A runner that died as step b started, looked at 2 min 39 s later: b ends at the last event, not now."""
     from flywheel.events import RunStarted, StepStarted, StepSucceeded
-    from flywheel.reports.run_report import attempts, timeline_svg
+    from flywheel.reports.run_charts import attempts, timeline_svg
     from flywheel.spec import PipelineSpec
     from flywheel.state import as_crashed, fold
 

@@ -388,13 +388,14 @@ def test_a_job_that_prints_and_raises_its_secrets_shows_them_nowhere_flywheel_pr
 
     with serve_in_thread(tiny.home) as server:
         client = server.client()
-        for path in ("/runs", "/runs/1", "/runs/1/plan", "/runs/1/incident", "/incidents/1"):
+        for path in ("/runs", "/runs/1", "/runs/1/plan", "/runs/1/incident", "/incidents/1", "/runs/1/step?key=a"):
             page = client.get(path)
             assert page.status == 200, (path, page.body)
             shown[path] = page.body
         log = client.get("/runs/1/logs/a.attempt-1.log")
         shown["raw log"] = log.body
     assert "AWS_SECRET_ACCESS_KEY = ***" in shown["raw log"] and "*** signed with ***" in shown["/runs/1"]
+    assert "AWS_SECRET_ACCESS_KEY = ***" in shown["/runs/1/step?key=a"]  # the step panel's log tail
 
     assert {where: leaks(text) for where, text in shown.items() if leaks(text)} == {}
     assert leaks((tiny.home / "logs" / "run-1" / "a.attempt-1.log").read_text()) == sorted(SECRETS)  # as printed

@@ -53,6 +53,7 @@ from flywheel.app.session import (
 from flywheel.app.views import (
     planned_summary,
     request_flags,
+    rerun_command,
     state_summary,
 )
 
@@ -93,6 +94,7 @@ __all__ = [
     "recovered_by",
     "recovered_by_many",
     "request_flags",
+    "rerun_command",
     "resolve_home",
     "session_redactor",
     "settle",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
 from flywheel.app.queries import RunView
 from flywheel.app.runs import PlannedRun
+from flywheel.app.session import Session
 from flywheel.planner import (
     Action,
 )
+from flywheel.spec import StepKey
 from flywheel.state import StepStatus
 
 
@@ -91,3 +94,16 @@ def state_summary(view: RunView) -> dict[str, Any]:
             for k in view.session.spec.keys
         ],
     }
+
+
+def rerun_command(session: Session, key: StepKey) -> str:
+    """The command that reruns just `key` in the session's pipeline and environment, for a person to copy.
+
+    `flywheel run --only KEY` reruns exactly that key and reuses the latest success of everything
+    upstream of it (the planner refuses when there is none, and says so). The pipeline is named by its
+    definition's absolute path and the home is explicit, so the command works from any folder; every
+    word is shell-quoted (`b[y]` would otherwise be a glob).
+    """
+    pipeline = session.spec.source_path or session.pipeline
+    words = ["flywheel", "run", pipeline, "--env", session.env_name, "--only", str(key), "--home", str(session.home)]
+    return shlex.join(words)

@@ -9,168 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from flywheel.events import Event, StepFailed, StepReused, StepStarted, StepSucceeded
+from flywheel.events import Event, StepReused
 from flywheel.incidents import Incident, IncidentStatus, ReusedStep, incidents, log_excerpt, time_saved
 from flywheel.journal import Journal
 from flywheel.logtail import tail
-from flywheel.reports import STATE_COLOURS, badge, dur, esc, page, when
-from flywheel.spec import PipelineSpec, StepKey
+from flywheel.reports import badge, dur, esc, page, when
+from flywheel.reports.run_charts import AttemptSpan, attempts, graph_svg, timeline_svg
+from flywheel.spec import PipelineSpec
 from flywheel.state import RunState, RunStatus, StepStatus, fold
 
 LOG_TAIL_LINES = 400
-
-
-@dataclass(frozen=True)
-class AttemptSpan:
-    key: StepKey
-    attempt: int
-    start: float
-    end: float | None
-    outcome: str  # succeeded | failed | running | interrupted
-    log_path: str | None
-    error: str | None
-
-
-def attempts(events: Sequence[Event], state: RunState) -> list[AttemptSpan]:
-    """Every attempt of the run with its start, end and outcome, in the order they started."""
-    opened: dict[tuple[StepKey, int], StepStarted] = {}
-    out: list[AttemptSpan] = []
-    for event in events:
-        if isinstance(event, StepStarted):
-            opened[(event.key, event.attempt)] = event
-        elif isinstance(event, StepSucceeded | StepFailed):
-            began = opened.pop((event.key, event.attempt), None)
-            error = f"{event.error_type}: {event.error_message}" if isinstance(event, StepFailed) else None
-            out.append(
-                AttemptSpan(
-                    key=event.key,
-                    attempt=event.attempt,
-                    start=began.at if began else event.started_at,
-                    end=event.at,
-                    outcome="succeeded" if isinstance(event, StepSucceeded) else "failed",
-                    log_path=began.log_path if began else None,
-                    error=error,
-                )
-            )
-    dangling = "running" if state.status is RunStatus.RUNNING else "interrupted"
-    for (key, attempt), began in opened.items():
-        out.append(AttemptSpan(key, attempt, began.at, None, dangling, began.log_path, None))
-    out.sort(key=lambda a: (a.start, str(a.key)))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# the graph
-
-
-def _layers(spec: PipelineSpec) -> dict[str, int]:
-    layer: dict[str, int] = {}
-    for step in spec.topological_steps:
-        layer[step.id] = 1 + max((layer[d] for d in step.depends_on if d in layer), default=-1)
-    return layer
-
-
-def graph_svg(spec: PipelineSpec, state: RunState) -> str:
-    """Steps left to right by dependency depth; each context of a fanned-out step is its own node."""
-    layer = _layers(spec)
-    columns: dict[int, list[StepKey]] = {}
-    for step in sorted(spec.steps, key=lambda s: (layer[s.id], s.number)):
-        keys = [StepKey(step.id, c) for c in state.contexts.get(step.id, ())] or list(step.keys)
-        columns.setdefault(layer[step.id], []).extend(keys)
-    w, h, gap_x, gap_y, pad = 196, 46, 40, 14, 12
-    pos: dict[StepKey, tuple[float, float]] = {}
-    tallest = max(len(keys) for keys in columns.values())
-    for col, keys in columns.items():
-        offset = (tallest - len(keys)) * (h + gap_y) / 2
-        for row, key in enumerate(keys):
-            pos[key] = (pad + col * (w + gap_x), pad + offset + row * (h + gap_y))
-    width = pad * 2 + len(columns) * (w + gap_x) - gap_x
-    height = pad * 2 + tallest * (h + gap_y) - gap_y
-    parts = [
-        f'<div class="scroll"><svg id="graph" role="img" aria-label="run graph" width="{width}" height="{height}">'
-    ]
-    for key, (x, y) in pos.items():
-        for dep in spec.by_id[key.step].depends_on:
-            for up, (ux, uy) in pos.items():
-                if up.step == dep:
-                    x1, y1, x2, y2 = ux + w, uy + h / 2, x, y + h / 2
-                    mid = (x1 + x2) / 2
-                    parts.append(
-                        f'<path class="edge" d="M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} '
-                        f'{x2:.0f},{y2:.0f}"/>'
-                    )
-    for key, (x, y) in pos.items():
-        s = state.step(key)
-        status = s.status.value
-        fill, stroke = STATE_COLOURS[status]
-        number = spec.by_id[key.step].number
-        label = key.step if len(key.step) <= 24 else key.step[:23] + "…"
-        sub = status + (f" · {dur(s.duration)}" if s.duration is not None else "")
-        if s.status is StepStatus.REUSED:
-            sub = f"reused (run {s.produced_by})"
-        if key.context:
-            sub = f"[{key.context}] {sub}"
-        sub = sub if len(sub) <= 32 else sub[:31] + "…"
-        dash = ' stroke-dasharray="4 3"' if s.status in (StepStatus.NOT_STARTED, StepStatus.SKIPPED) else ""
-        tip = f"{key}: {status}" + (f" — {s.error_type}: {s.error_message}" if s.error_type else "")
-        parts.append(
-            f'<g class="node state-{status}" data-key="{esc(key)}" data-state="{status}">'
-            f"<title>{esc(tip)}</title>"
-            f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="7" fill="{fill}" stroke="{stroke}"{dash}/>'
-            f'<text x="{x + 10}" y="{y + 19}"><tspan font-weight="600">{number}</tspan> {esc(label)}</text>'
-            f'<text x="{x + 10}" y="{y + 36}" class="sub">{esc(sub)}</text></g>'
-        )
-    parts.append("</svg></div>")
-    return "".join(parts)
-
-
-# ---------------------------------------------------------------------------------------------
-# the timeline
-
-
-def timeline_svg(spec: PipelineSpec, state: RunState, spans: Sequence[AttemptSpan], now: float) -> str:
-    """Attempts as bars. An attempt that never ended is drawn to `now` while the run runs, and to where
-    the run stopped (its end, or its last event when the runner died) once it does not."""
-    if not spans:
-        return '<p class="muted">no step was executed in this run</p>'
-    if state.status is not RunStatus.RUNNING:
-        now = state.finished_at or state.last_event_at or now
-    t0 = min([s.start for s in spans] + ([state.started.at] if state.started else []))
-    t1 = max([s.end or now for s in spans] + ([state.finished_at] if state.finished_at else []))
-    span = max(t1 - t0, 1e-3)
-    order = {k: i for i, k in enumerate(spec.keys)}
-    rows = sorted({s.key for s in spans}, key=lambda k: order.get(k, len(order)))
-    left, width, bar_h, gap, top = 260, 860, 18, 8, 24
-    plot = width - left - 20
-    height = top + len(rows) * (bar_h + gap) + 8
-    parts = [
-        f'<div class="scroll"><svg id="timeline" role="img" aria-label="timeline" width="{width}" height="{height}">'
-    ]
-    for i in range(6):
-        x = left + plot * i / 5
-        parts.append(
-            f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{height}" stroke="#eee"/>'
-            f'<text x="{x:.1f}" y="{top - 10}" text-anchor="middle" class="sub">+{esc(dur(span * i / 5) or "0")}</text>'
-        )
-    for row, key in enumerate(rows):
-        y = top + row * (bar_h + gap)
-        parts.append(f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">{esc(key)}</text>')
-        for s in (s for s in spans if s.key == key):
-            fill, stroke = STATE_COLOURS[s.outcome]
-            x = left + plot * (s.start - t0) / span
-            w = max(2.0, plot * ((s.end or now) - s.start) / span)
-            tip = f"{key} attempt {s.attempt}: {s.outcome}, {dur((s.end or now) - s.start)}"
-            parts.append(
-                f'<g class="span state-{s.outcome}" data-key="{esc(key)}" data-attempt="{s.attempt}" '
-                f'data-state="{s.outcome}"><title>{esc(tip)}</title>'
-                f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3" fill="{fill}" '
-                f'stroke="{stroke}"/></g>'
-            )
-    parts.append("</svg></div>")
-    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +188,7 @@ def render_run_report(
     body = [
         _header(spec, state),
         "<h2>Graph</h2>",
-        graph_svg(spec, state),
+        graph_svg(spec, state, now=now, interactive=False),
         "<h2>Steps</h2>",
         _steps_table(spec, state),
         "<h2>Timeline</h2>",

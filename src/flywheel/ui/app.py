@@ -36,16 +36,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from flywheel import api
-from flywheel.errors import FlywheelError, NotFound
+from flywheel.errors import FlywheelError, NotFound, UsageError
 from flywheel.incidents import CAUSE_HELP, Cause, find_in, note_incident, parse_since, summarize
 from flywheel.journal import Journal, open_journal
 from flywheel.lock import current_identity
 from flywheel.logtail import tail
 from flywheel.reports import STATE_COLOURS, badge, bar_chart, dur, when
 from flywheel.reports.icons import icon
-from flywheel.reports.run_report import AttemptSpan, graph_svg, incident_section, timeline_svg
+from flywheel.reports.run_charts import AttemptSpan, graph_svg, timeline_svg
+from flywheel.reports.run_report import incident_section
 from flywheel.state import RunStatus
-from flywheel.ui import logview, views
+from flywheel.ui import logview, panel, views
 from flywheel.ui.launcher import Launcher
 from flywheel.ui.live import LiveRun
 from flywheel.ui.security import Guard, GuardMiddleware, RedactingMiddleware, csrf_of
@@ -194,17 +195,40 @@ class Dashboard:
         with self.journal() as j:
             page = views.run_page(self.catalog, j, run_id, redact=self.redactor())
         spec = page.session.spec if page.session else None
+        now = time.time()
         return self.render(
             request,
             "run.html",
             nav="runs",
             page=page,
             state=page.state,
-            graph=trusted(graph_svg(spec, page.state)) if spec else None,
-            timeline=trusted(timeline_svg(spec, page.state, page.spans, time.time())) if spec else None,
+            now=now,
+            graph=trusted(graph_svg(spec, page.state, now=now)) if spec else None,
+            timeline=trusted(timeline_svg(spec, page.state, page.spans, now)) if spec else None,
             steps_html=trusted(self.render_steps(list(page.steps))),
             took_ms=(time.perf_counter() - started) * 1000,
         )
+
+    def step(self, request: Request) -> Response:
+        """The side panel of one `step[context]` (`?key=`): state, attempts, log tail, the rerun command.
+
+        A fragment, so a missing run or key is a 404 fragment naming the keys there are."""
+        try:
+            run_id = self.run_id_of(request)
+            key = self.query(request, "key")
+            if key is None:
+                raise UsageError("no step named", fix="add ?key=STEP or ?key=STEP[CONTEXT]")
+            with self.journal() as j:
+                found = panel.step_panel(self.catalog, j, run_id, key, redact=self.redactor())
+        except FlywheelError as exc:
+            status = 404 if isinstance(exc, NotFound) else 400
+            return HTMLResponse(
+                f'<div class="panel-body panel-missing"><p class="error-text">{escape(exc.message)}</p>'
+                + (f'<p class="muted">{escape(exc.fix)}</p>' if exc.fix else "")
+                + "</div>",
+                status_code=status,
+            )
+        return HTMLResponse(self.templates.get_template("_panel.html").render(p=found))
 
     @_guarded
     def plan(self, request: Request) -> Response:
@@ -496,6 +520,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/runs/{run_id}", dashboard.run),
         Route("/runs/{run_id}/live", dashboard.live),
         Route("/runs/{run_id}/plan", dashboard.plan),
+        Route("/runs/{run_id}/step", dashboard.step),
         Route("/runs/{run_id}/incident", dashboard.incident_of_run),
         Route("/runs/{run_id}/logs/{name}", dashboard.log_file),
         Route("/runs/{run_id}/logs/{name}/view", dashboard.log_view),

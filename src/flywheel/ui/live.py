@@ -19,7 +19,7 @@ from typing import Any
 from flywheel.journal import Journal, open_journal
 from flywheel.notify import Redactor
 from flywheel.reports import badge, dur
-from flywheel.reports.run_report import attempts, graph_svg, timeline_svg
+from flywheel.reports.run_charts import attempts, graph_svg, timeline_svg
 from flywheel.state import RunStatus
 from flywheel.ui.views import Catalog, load_run, read_tail, step_rows
 
@@ -74,10 +74,11 @@ class LiveRun:
                 "status": state.status.value,
                 "badge": badge(state.status.value),
                 "took_text": dur(state.duration),
+                "now": time.time(),
             }
             spec = self.session.spec if self.session else None
             if spec is not None:
-                body["graph"] = graph_svg(spec, state)
+                body["graph"] = graph_svg(spec, state, now=time.time())
                 body["steps"] = self.render_steps(step_rows(spec, state))
                 body["timeline"] = timeline_svg(spec, state, spans, time.time())
             body["attempts"] = [

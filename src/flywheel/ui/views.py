@@ -32,7 +32,7 @@ from flywheel.logtail import tail
 from flywheel.planner import Action, Mode, PlanRequest, TimeSaved
 from flywheel.redaction import Redactor
 from flywheel.render import SYMBOL
-from flywheel.reports.run_report import AttemptSpan, attempts
+from flywheel.reports.run_charts import AttemptSpan, attempts
 from flywheel.spec import PipelineSpec, Project, StepKey, load_project
 from flywheel.state import RunState, RunStatus, StepState, StepStatus, fold
 from flywheel.ui.launcher import ResumeJob

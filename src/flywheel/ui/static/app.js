@@ -34,6 +34,125 @@
 
   // ---- a running run follows its journal
   const page = byId("run-page");
+
+  // ==== issue 17 (run page): ticking elapsed times, the step panel ===========================
+  // Ticking: every element with data-tick-start (an epoch in seconds) shows the time since then, and a
+  // running Gantt bar (an SVG rect with it) grows, once a second between the server's events. The
+  // server's clock is the reference (data-now on the page), so a browser clock that is off does not show.
+  const serverOffset = page && page.dataset.now ? Number(page.dataset.now) - Date.now() / 1000 : 0;
+
+  function dur(seconds) {  // as flywheel.durations.duration
+    if (seconds < 1) return Math.round(seconds * 1000) + " ms";
+    if (seconds < 60) return seconds.toFixed(1) + " s";
+    const total = Math.round(seconds);
+    const minutes = Math.floor(total / 60);
+    if (minutes < 60) return minutes + " min " + String(total % 60).padStart(2, "0") + " s";
+    return Math.floor(minutes / 60) + " h " + String(minutes % 60).padStart(2, "0") + " min";
+  }
+
+  function tick() {
+    const now = Date.now() / 1000 + serverOffset;
+    document.querySelectorAll("[data-tick-start]").forEach((el) => {
+      const elapsed = Math.max(0, now - Number(el.dataset.tickStart));
+      const chart = el.closest("svg#timeline");
+      if (el.tagName.toLowerCase() === "rect" && chart) {
+        const x = Number(el.getAttribute("x"));
+        const room = Number(chart.dataset.plotEnd) - x;
+        el.setAttribute("width", Math.max(2, Math.min(room, elapsed * Number(chart.dataset.scale))).toFixed(1));
+      } else {
+        el.textContent = dur(elapsed);
+      }
+    });
+  }
+
+  if (page && page.dataset.live === "1") {
+    tick();
+    const ticker = setInterval(() => {
+      if (page.dataset.live !== "1") { clearInterval(ticker); return; }
+      if (!document.hidden) tick();
+    }, 1000);
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) tick(); });
+  }
+
+  // The step panel: a node of the graph (click, Enter or Space) opens its state, attempts, log tail and
+  // the command that reruns just that key, read from the server; Escape closes it and focus returns to
+  // the node. The graph is delegated to, because live updates replace its nodes.
+  const stepPanel = (() => {
+    const box = byId("step-panel");
+    const graph = byId("graph-box");
+    const none = { reselect() {}, refresh() {} };
+    if (!box || !graph) return none;
+    let current = null;
+    const nodeOf = (key) => graph.querySelector('g.node[data-key="' + CSS.escape(key) + '"]');
+
+    async function open(key) {
+      current = key;
+      const response = await fetch("/runs/" + box.dataset.run + "/step?key=" + encodeURIComponent(key), { credentials: "same-origin" });
+      const text = await response.text();
+      if (current !== key) return;  // another node was chosen meanwhile
+      box.innerHTML = response.ok || text.startsWith("<div") ? text : "<p class=\"error-text\"></p>";
+      if (!response.ok && !text.startsWith("<div")) box.querySelector("p").textContent = text;
+      box.dataset.key = key;
+      box.hidden = false;
+      reselect();
+      tick();
+    }
+
+    function close() {
+      if (box.hidden) return;
+      box.hidden = true;
+      const key = current;
+      current = null;
+      delete box.dataset.key;
+      reselect();
+      const node = key && nodeOf(key);
+      if (node) node.focus();
+    }
+
+    function reselect() {
+      graph.querySelectorAll("g.node").forEach((node) => {
+        const chosen = node.dataset.key === current;
+        node.classList.toggle("selected", chosen);
+        node.setAttribute("aria-expanded", chosen ? "true" : "false");
+      });
+    }
+
+    async function openAndFocus(key) {
+      await open(key);
+      if (!box.hidden) box.focus();
+    }
+
+    graph.addEventListener("click", (event) => {
+      const node = event.target.closest("g.node");
+      if (node) openAndFocus(node.dataset.key);
+    });
+    graph.addEventListener("keydown", (event) => {
+      const node = event.target.closest("g.node");
+      if (!node || (event.key !== "Enter" && event.key !== " ")) return;
+      event.preventDefault();
+      openAndFocus(node.dataset.key);
+    });
+    document.addEventListener("keydown", (event) => { if (event.key === "Escape") close(); });
+    box.addEventListener("click", async (event) => {
+      if (event.target.closest("#panel-close")) { close(); return; }
+      const button = event.target.closest("button.copy");
+      if (!button) return;
+      const text = box.querySelector(button.dataset.copy).textContent;
+      try {
+        await navigator.clipboard.writeText(text);
+      } catch (e) {  // no clipboard permission: select it, so Ctrl+C copies it
+        const range = document.createRange();
+        range.selectNodeContents(box.querySelector(button.dataset.copy));
+        window.getSelection().removeAllRanges();
+        window.getSelection().addRange(range);
+      }
+      button.textContent = "Copied";
+      setTimeout(() => { button.textContent = "Copy"; }, 1500);
+    });
+    return { reselect, refresh() { if (current && !box.hidden) open(current); } };
+  })();
+  // ==== end of issue 17 (run page) ============================================================
+
   if (page && page.dataset.live === "1") follow(page);
 
   function follow(page) {
@@ -49,7 +168,14 @@
       const status = byId("run-status");
       status.dataset.status = data.status;
       status.innerHTML = data.badge;
-      if (byId("run-took")) byId("run-took").textContent = data.took_text || "";
+      const took = byId("run-took");
+      if (took && data.status !== "running") {  // while it runs the header ticks (see "ticking" below)
+        delete took.dataset.tickStart;
+        took.textContent = data.took_text || "";
+      }
+      if (data.graph) stepPanel.reselect();
+      if (data.graph) stepPanel.refresh();
+      tick();
       (data.attempts || []).forEach((a) => { logBox(a).querySelector(".outcome").innerHTML = a.badge; });
     });
     source.addEventListener("log", (event) => appendLog(JSON.parse(event.data)));
@@ -57,6 +183,7 @@
       source.close();
       const data = JSON.parse(event.data);
       page.dataset.live = "0";
+      stepPanel.refresh();
       page.dataset.finished = data.status;
       byId("live-banner").hidden = true;
       const done = byId("done-banner");

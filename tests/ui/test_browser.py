@@ -116,6 +116,7 @@ def test_an_operator_resumes_a_failed_run_and_watches_it_finish(sandbox: Sandbox
         log = page.locator('details.log[data-key="c"]')  # created by the live tail: c had not started yet
         assert "tiny run 2 c attempt 1" in log.locator("pre").inner_text()
         assert log.locator(".outcome .badge").inner_text() == "succeeded"
+        assert log.locator("a.log-viewer").get_attribute("href") == "/runs/2/logs/c.attempt-1.log/view"
         page.click("#done-banner a")  # reload: the incident it closed and the time saved
         page.wait_for_selector('.incident[data-status="resolved"]')
         assert page.evaluate("window.__sameDocument === undefined")

@@ -211,7 +211,11 @@
     const summary = document.createElement("summary");
     const outcome = document.createElement("span");
     outcome.className = "outcome";
-    summary.append(data.key + " · attempt " + data.attempt + " · ", outcome, " · " + data.name);
+    const viewer = document.createElement("a");  // the same viewer the server-rendered boxes link to
+    viewer.className = "log-viewer";
+    viewer.href = "/runs/" + byId("run-page").dataset.run + "/logs/" + encodeURIComponent(data.name) + "/view";
+    viewer.textContent = data.name;
+    summary.append(data.key + " · attempt " + data.attempt + " · ", outcome, " · ", viewer);
     const pre = document.createElement("pre");
     pre.className = "log-text";
     box.append(summary, pre);

@@ -88,6 +88,9 @@ class PlanInputs:
     invalid: Mapping[StepKey, str] = field(default_factory=dict)
     stale: Mapping[StepKey, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # for the operator to read (and confirm) before the plan runs
+    # failed keys that would rerun exactly as they failed (same code, inputs, settings): a resume
+    # is then likely to fail the same way, so interfaces make it the second choice, not the first
+    unchanged_failures: tuple[StepKey, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -100,3 +100,36 @@ def test_a_reader_who_asks_for_less_motion_gets_no_pulsing(chain: Sandbox, chrom
             )
             assert name == expected, (motion, name)
             context.close()
+
+
+def test_resume_is_the_second_choice_when_nothing_changed_and_refused_once_a_resume_of_a_resume_recovered_it(
+    chain: Sandbox, chromium: Any
+) -> None:
+    chain.fail("b[y]")
+    assert chain.cli("run", "pipeline.yaml").returncode == 1  # run 1: fails at b[y]
+
+    with serve_in_subprocess(chain, "--pipeline", "pipeline.yaml") as (url, _):
+        page = chromium.new_page(viewport={"width": 1366, "height": 768})
+
+        # nothing changed since the failure: Resume is still offered, above the fold, but not as the answer
+        page.goto(url + "runs/1")
+        page.wait_for_selector("#resume-button")
+        button = page.locator("#resume-button")
+        assert button.get_attribute("class") == "secondary" and "anyway" in button.inner_text()
+        assert "nothing changed since b[y] failed in run 1" in page.locator("#resume").inner_text()
+        box = button.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 768, box
+
+        assert chain.cli("resume", "1", "--yes", "-p", "pipeline.yaml").returncode == 1  # run 2: same error
+        chain.fix("b[y]")  # the fix touches what b[y] reads: Resume is the answer again
+        page.goto(url + "runs/2")
+        page.wait_for_selector("#resume-button")
+        assert page.locator("#resume-button").get_attribute("class") == "primary"
+        assert "nothing changed" not in page.locator("#resume").inner_text()
+
+        assert chain.cli("resume", "2", "--yes", "-p", "pipeline.yaml").returncode == 0  # run 3 recovers 2, so 1
+        for run in ("1", "2"):
+            page.goto(url + "runs/" + run)
+            assert page.locator("#recovered").inner_text().startswith("recovered by run 3")
+            assert page.locator("#resume-button").count() == 0, f"run {run} offers Resume though run 3 recovered it"
+        page.close()

@@ -161,8 +161,15 @@ def gather(session: Session, journal: Journal, request: PlanRequest, source: Run
         if change is not None and step.status.done:
             stale[key] = change
 
-    warnings = root_cause_warnings(session, fp, request, source, invalid, stale, current)
-    return PlanInputs(source=source, latest=latest, invalid=invalid, stale=stale, warnings=warnings)
+    unchanged = unchanged_failures(session, fp, request, source, invalid, stale, current)
+    return PlanInputs(
+        source=source,
+        latest=latest,
+        invalid=invalid,
+        stale=stale,
+        warnings=tuple(unchanged.values()),
+        unchanged_failures=tuple(unchanged),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +199,7 @@ def ancestors(spec: PipelineSpec, key: StepKey) -> set[StepKey]:
     return out
 
 
-def root_cause_warnings(
+def unchanged_failures(
     session: Session,
     fp: OutputFingerprinter,
     request: PlanRequest,
@@ -200,13 +207,13 @@ def root_cause_warnings(
     invalid: Mapping[StepKey, str],
     stale: Mapping[StepKey, str],
     current: Mapping[StepKey, StepFingerprint],
-) -> tuple[str, ...]:
+) -> dict[StepKey, str]:
     """A warning per failed step that would rerun exactly as it failed: same code, parameters, raw
     inputs and settings, every upstream output reused unchanged, and nothing the step reads (a
     catalog, a configuration folder) modified since the run ended."""
     if request.mode is not Mode.RESUME or source is None:
-        return ()
-    warnings: list[str] = []
+        return {}
+    warnings: dict[StepKey, str] = {}
     for key in source.failed_keys:
         step = source.step(key)
         if is_transient(session, step) or key not in current:
@@ -225,12 +232,12 @@ def root_cause_warnings(
         ]
         if changed_upstream:
             continue
-        warnings.append(
+        warnings[key] = (
             f"nothing changed since {key} failed in run {source.run_id} ({step.error_type}: "
             f"{_first_line(step.error_message)}): same code, parameters, inputs and settings, so the same "
             f"error is likely. Did you fix the root cause? (`flywheel logs {source.run_id} --step {key}`)"
         )
-    return tuple(warnings)
+    return warnings
 
 
 def _first_line(text: str | None, limit: int = 160) -> str:

@@ -38,7 +38,7 @@ from flywheel.planner import (
     plan,
 )
 from flywheel.runner import Fingerprinter, Observer, Overrides, Runner
-from flywheel.spec import EnvironmentSpec
+from flywheel.spec import EnvironmentSpec, StepKey
 from flywheel.state import RunState, RunStatus, fold
 
 # ---------------------------------------------------------------------------------------------
@@ -57,6 +57,7 @@ class PlannedRun:
     source: RunState | None
     time_saved: TimeSaved
     warnings: tuple[str, ...] = ()
+    unchanged_failures: tuple[StepKey, ...] = ()  # see `PlanInputs.unchanged_failures`
 
 
 PlanInputsHook = Callable[[Session, Journal, PlanRequest, RunState | None], PlanInputs]
@@ -116,6 +117,7 @@ def prepare(
         source=source,
         time_saved=decided.time_saved(session.spec),
         warnings=inputs.warnings,
+        unchanged_failures=inputs.unchanged_failures,
     )
 
 

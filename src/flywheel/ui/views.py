@@ -392,6 +392,7 @@ class ResumePreview:
     to_reuse: int = 0
     saved: TimeSaved | None = None
     warnings: tuple[str, ...] = ()
+    nothing_changed: bool = False  # a failed step would rerun as it failed: Resume is not the first choice
     error: str | None = None
     fix: str | None = None
 
@@ -499,6 +500,7 @@ def resume_preview(session: api.Session, run_id: int) -> ResumePreview:
         to_reuse=len(planned.plan.keys(Action.REUSE)),
         saved=planned.time_saved,
         warnings=planned.warnings,
+        nothing_changed=bool(planned.unchanged_failures),
     )
 
 

@@ -6,6 +6,7 @@ library callers have one stable import.
 
 from __future__ import annotations
 
+from flywheel.app.facts import live_step_processes
 from flywheel.app.policies import (
     find_resumable,
     latest_successes,
@@ -79,6 +80,7 @@ __all__ = [
     "gather_inputs",
     "latest_successes",
     "list_runs",
+    "live_step_processes",
     "load_state",
     "log_files",
     "mark_records",

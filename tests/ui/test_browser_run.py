@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,12 @@ def test_elapsed_times_tick_while_a_slow_step_runs_and_a_killed_run_ends_where_i
             while "b[x]" not in sandbox.executed_in(1):  # b's two contexts have started their 25 s sleep
                 assert time.monotonic() < deadline, "b never started"
                 time.sleep(0.1)
+            # a running local attempt has no JobRunId: its panel names the step's live process instead
+            with urllib.request.urlopen(url + "runs/1/step?key=b%5Bx%5D", timeout=10) as reply:
+                panel = reply.read().decode()
+            shown = re.search(r"pid (\d+)", panel)
+            assert shown is not None, panel
+            assert int(shown.group(1)) in descendants(runner.pid), "the pid shown is not one of the run's processes"
             for viewport in (LAPTOP, PHONE):
                 page = chromium.new_page(viewport=viewport)
                 problems = watch_errors(page)
@@ -259,3 +266,23 @@ def test_elapsed_times_tick_while_a_slow_step_runs_and_a_killed_run_ends_where_i
         title = cut.locator("title").text_content() or ""
         assert "never finished" in title and seconds(title.rsplit(", ", 1)[1]) < 2.0, title
         page.close()
+
+
+def descendants(root: int) -> set[int]:
+    """Every process below `root`, from the parent ids in /proc: what `ps --forest` would show."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return found - {root}

@@ -30,6 +30,7 @@ class AttemptRow:
     duration: float | None
     outcome: str
     external_id: str | None  # the Glue JobRunId; local subprocesses journal none
+    pid: int | None  # a running local attempt's process group, read live from /proc (gone once it ends)
     error: str | None
     log_name: str | None
 
@@ -57,6 +58,13 @@ def _attached(events: list[Event]) -> dict[tuple[StepKey, int], str]:
     return {(e.key, e.attempt): e.external_id for e in events if isinstance(e, StepAttached)}
 
 
+def _running_pid(home: Path, run_id: int, key: StepKey) -> int | None:
+    """The process group of a running local step: the journal records no pid (a pid means nothing once
+    the process ends, and the runner finds its steps by their log files), so it is read live."""
+    groups = sorted({p.group for p in api.live_step_processes(home, run_id) if p.key == str(key)})
+    return groups[0] if groups else None
+
+
 def step_panel(catalog: Catalog, journal: Journal, run_id: int, key_text: str, *, redact: Redactor) -> StepPanel:
     """The panel of one key of a run; `NotFound` names the keys the run has when `key_text` is not one."""
     state, events = load_run(journal, catalog.home, run_id)
@@ -78,6 +86,7 @@ def step_panel(catalog: Catalog, journal: Journal, run_id: int, key_text: str, *
     ids = _attached(events)
     end = stopped_at(state, 0.0)
     spans = [a for a in attempts(events, state) if a.key == key]
+    pid = _running_pid(catalog.home, run_id, key) if any(a.outcome == "running" for a in spans) else None
     rows = tuple(
         AttemptRow(
             attempt=a.attempt,
@@ -85,6 +94,7 @@ def step_panel(catalog: Catalog, journal: Journal, run_id: int, key_text: str, *
             duration=(a.end - a.start) if a.end is not None else (None if a.outcome == "running" else end - a.start),
             outcome=a.outcome,
             external_id=ids.get((key, a.attempt)),
+            pid=pid if a.outcome == "running" else None,
             error=redact(a.error) if a.error else None,
             log_name=Path(a.log_path).name if a.log_path else None,
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import yaml
 
+from flywheel.invocation import JobResult, StepInvocation
 from flywheel.params import expand
 from flywheel.spec import PipelineSpec
 
@@ -80,3 +82,21 @@ def glue_step(step_id: str, number: int, depends_on: tuple[str, ...] = (), **ext
     }
     body.update(extra)
     return body
+
+
+Job = Callable[[StepInvocation], JobResult]
+
+
+def run_job(job: Job, params: dict[str, Any], step: str, **extra: Any) -> JobResult:
+    """A db-refresh job called in this process as the Glue entry point calls it (run 1, attempt 1, dev)."""
+    invocation = StepInvocation(
+        pipeline="db-refresh",
+        step=step,
+        context=extra.get("table"),
+        run_id=1,
+        attempt=1,
+        env="dev",
+        job=f"{job.__module__}:run",
+        params={**params, **extra},
+    )
+    return job(invocation)

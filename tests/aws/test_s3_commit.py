@@ -18,17 +18,15 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 
-from flywheel.invocation import StepInvocation
 from flywheel.pipelines.db_refresh import engine, sample_data, storage
 from flywheel.pipelines.db_refresh.jobs import addressable_split, register_part_tables
 from flywheel.pipelines.db_refresh.storage import Commit, S3Storage
-from tests.aws.resources import create_bucket
+from tests.aws.resources import create_bucket, run_job
 from tests.support.moto_server import MotoServer
 
 pytestmark = pytest.mark.e2e
@@ -90,26 +88,11 @@ def _target(params: dict[str, Any]) -> str:
     return f"{params['split_root']}/addressable_ids"
 
 
-def _invocation(params: dict[str, Any], step: str, job: ModuleType, **extra: Any) -> StepInvocation:
-    return StepInvocation(
-        pipeline="db-refresh",
-        step=step,
-        context=extra.get("table"),
-        run_id=1,
-        attempt=1,
-        env="dev",
-        job=f"{job.__name__}:run",
-        params={**params, **extra},
-    )
-
-
 def _commit_and_register(params: dict[str, Any]) -> str:
     """Step 1 then step 3 for its table, in this process; the commit id the manifest names."""
-    addressable_split.run(_invocation(params, "addressable-split-and-part", addressable_split))
-    register_part_tables.run(
-        _invocation(
-            params, "register-part-tables", register_part_tables, table="addressable_ids", storage_root=_target(params)
-        )
+    run_job(addressable_split.run, params, "addressable-split-and-part")
+    run_job(
+        register_part_tables.run, params, "register-part-tables", table="addressable_ids", storage_root=_target(params)
     )
     return _current(params)
 
@@ -221,7 +204,7 @@ def test_a_commit_killed_before_its_manifest_leaves_catalog_readers_on_the_previ
     assert _catalog_reader() == before, "catalog readers see only the previous commit"
 
     # the next commit leaves the orphan alone within the grace period (it could be a commit in progress)
-    addressable_split.run(_invocation(params, "addressable-split-and-part", addressable_split))
+    run_job(addressable_split.run, params, "addressable-split-and-part")
     third = _current(params)
     assert _commits_in_s3(params) == {first, third, *orphans}
     assert _catalog_reader() == _expected_view(params, third)

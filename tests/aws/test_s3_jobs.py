@@ -11,7 +11,7 @@ patching flywheel.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from flywheel.aws.s3 import s3_listing, s3_output_fingerprint
-from flywheel.invocation import JobError, JobResult, StepInvocation
+from flywheel.invocation import JobError, JobResult
 from flywheel.pipelines.db_refresh import engine, sample_data
 from flywheel.pipelines.db_refresh.jobs import (
     addressable_split,
@@ -31,7 +31,7 @@ from flywheel.pipelines.db_refresh.jobs import (
     register_part_tables,
 )
 from flywheel.pipelines.db_refresh.storage import Commit, S3Storage, StoredFile
-from tests.aws.resources import create_bucket
+from tests.aws.resources import Job, create_bucket, run_job
 from tests.support.moto_server import MotoServer
 
 pytestmark = pytest.mark.e2e
@@ -45,8 +45,6 @@ MAPPING = "fields:\n  ip: {matchKey: null}\nexclude: [marital_status]\n"
 """An ER schema-mapping override, so step 5 reads its configuration from `config_root` too."""
 LOSER = "commit-20260101T000000Z-0000aaaa"
 WINNER = "commit-20260101T000000Z-0000bbbb"
-
-Job = Callable[[StepInvocation], JobResult]
 
 
 def _params(root: str, scratch: Path, *, catalog: str) -> dict[str, Any]:
@@ -70,30 +68,18 @@ def _params(root: str, scratch: Path, *, catalog: str) -> dict[str, Any]:
     }
 
 
-def _run(job: Job, params: dict[str, Any], step: str, **extra: Any) -> JobResult:
-    invocation = StepInvocation(
-        pipeline="db-refresh",
-        step=step,
-        context=extra.get("table"),
-        run_id=1,
-        attempt=1,
-        env="dev",
-        job=f"{job.__module__}:run",
-        params={**params, **extra},
-    )
-    return job(invocation)
-
-
 def _refresh(params: dict[str, Any]) -> JobResult:
     """Steps 1-7 in order, as the pipeline runs them (step 3 once per table); step 5's result."""
-    _run(addressable_split.run, params, "addressable-split-and-part")
-    _run(infobase_split.run, params, "infobase-split-and-part")
+    run_job(addressable_split.run, params, "addressable-split-and-part")
+    run_job(infobase_split.run, params, "infobase-split-and-part")
     for table in SPLITS:
-        _run(register_part_tables.run, params, "register-part-tables", table=table, storage_root=_split(params, table))
-    _run(prepare_part_tables.run, params, "prepare-part-tables")
-    er_table = _run(create_er_table.run, params, "create-part-addressable-ids-er-table")
-    _run(data_monitor_report.run, params, "generate-data-monitor-report")
-    _run(cleanrooms_report.run, params, "generate-cleanrooms-report")
+        run_job(
+            register_part_tables.run, params, "register-part-tables", table=table, storage_root=_split(params, table)
+        )
+    run_job(prepare_part_tables.run, params, "prepare-part-tables")
+    er_table = run_job(create_er_table.run, params, "create-part-addressable-ids-er-table")
+    run_job(data_monitor_report.run, params, "generate-data-monitor-report")
+    run_job(cleanrooms_report.run, params, "generate-cleanrooms-report")
     return er_table
 
 
@@ -232,7 +218,7 @@ def test_jobs_on_s3_commit_what_they_commit_locally(
     assert not list((tmp_path / "scratch").glob("flywheel-s3-*"))
 
     # a second run of step 6 finds the first one's history in S3 and judges drift against it
-    second = _run(data_monitor_report.run, {**params}, "generate-data-monitor-report")
+    second = run_job(data_monitor_report.run, {**params}, "generate-data-monitor-report")
     assert len(_keys(f"{params['reports_root']}/data_monitor/history")) == 2
     assert second.metrics["baseline_run_id"] is None, "an entry of the same run is never its own baseline"
 
@@ -240,7 +226,7 @@ def test_jobs_on_s3_commit_what_they_commit_locally(
 def test_a_failed_commit_leaves_the_previous_output_readable(aws: MotoServer, s3_params: dict[str, Any]) -> None:
     params = s3_params
     target = _split(params, "addressable_ids")
-    _run(addressable_split.run, params, "addressable-split-and-part")
+    run_job(addressable_split.run, params, "addressable-split-and-part")
     manifest, keys = _text(f"{target}/_manifest.json"), _keys(target)
     fingerprint, rows = s3_output_fingerprint(target), _rows(params, target)
 
@@ -252,7 +238,7 @@ def test_a_failed_commit_leaves_the_previous_output_readable(aws: MotoServer, s3
     # the commit marker cannot be written: the new files are taken back, the old output stands
     aws.s3_fault(r"split_part/addressable_ids/_manifest\.json$")
     with pytest.raises(JobError) as denied:
-        _run(addressable_split.run, params, "addressable-split-and-part")
+        run_job(addressable_split.run, params, "addressable-split-and-part")
     assert denied.value.error_type == "access-denied" and "_manifest.json" in str(denied.value)
     assert _keys(target) == keys
     unchanged()
@@ -263,7 +249,7 @@ def test_a_failed_commit_leaves_the_previous_output_readable(aws: MotoServer, s3
     aws.s3_fault(r"split_part/addressable_ids/id_part=2/commit-[^/]+/part")
     aws.s3_fault(rf"^{BUCKET}$", method="POST", times=None)  # DeleteObjects: POST /bucket?delete
     with pytest.raises(JobError) as refused:
-        _run(addressable_split.run, params, "addressable-split-and-part")
+        run_job(addressable_split.run, params, "addressable-split-and-part")
     assert refused.value.error_type == "access-denied" and "id_part=2" in str(refused.value)
     assert len(_keys(target)) == len(keys) + 2
     unchanged()
@@ -271,14 +257,14 @@ def test_a_failed_commit_leaves_the_previous_output_readable(aws: MotoServer, s3
 
     # the next good commit replaces the output; the previous commit and the failed one's leftovers stay
     # for the grace period (readers may still be on them), and a commit after it sweeps them
-    _run(addressable_split.run, params, "addressable-split-and-part")
+    run_job(addressable_split.run, params, "addressable-split-and-part")
     committed = engine.read_manifest(target)
     assert committed is not None and _text(f"{target}/_manifest.json") != manifest
     listed = {f"id_part={v}/{f}" for v, p in committed.partitions.items() for f in p.files}
     assert {*keys, *listed} <= set(_keys(target))
     assert len(_keys(target)) == len(keys) + 2 + len(listed)
     assert _rows(params, target) == rows
-    _run(addressable_split.run, {**params, "commit_grace": "0"}, "addressable-split-and-part")
+    run_job(addressable_split.run, {**params, "commit_grace": "0"}, "addressable-split-and-part")
     last = engine.read_manifest(target)
     assert last is not None
     assert _keys(target) == sorted(
@@ -295,14 +281,14 @@ def test_two_commits_at_once_one_wins_and_the_other_fails_clearly(
     `concurrent-commit`, takes its files back, and the winner's output stands whole."""
     params = s3_params
     target = _split(params, "addressable_ids")
-    _run(addressable_split.run, params, "addressable-split-and-part")
+    run_job(addressable_split.run, params, "addressable-split-and-part")
     first = _text(f"{target}/_manifest.json")
     loser_file = tmp_path / "part-0.parquet"
     loser_file.write_bytes(b"not a winner")
 
     def overtaken(stored: Mapping[str, StoredFile], commit: Commit) -> str:
         # a second writer (the real step-1 job) commits the same output while this commit is half-way
-        _run(addressable_split.run, params, "addressable-split-and-part")
+        run_job(addressable_split.run, params, "addressable-split-and-part")
         return json.dumps({"files": sorted(stored)})
 
     with pytest.raises(JobError) as lost:
@@ -329,10 +315,10 @@ def test_two_commits_at_once_one_wins_and_the_other_fails_clearly(
 
 def test_s3_roots_with_the_local_catalog_are_refused_clearly(s3_params: dict[str, Any], tmp_path: Path) -> None:
     params = {**s3_params, "catalog": str(tmp_path / "catalog.duckdb")}
-    _run(addressable_split.run, params, "addressable-split-and-part")
+    run_job(addressable_split.run, params, "addressable-split-and-part")
     root = _split(params, "addressable_ids")
     with pytest.raises(JobError) as refused:
-        _run(register_part_tables.run, params, "register-part-tables", table="addressable_ids", storage_root=root)
+        run_job(register_part_tables.run, params, "register-part-tables", table="addressable_ids", storage_root=root)
     assert refused.value.error_type == "unsupported" and "set `catalog: glue`" in str(refused.value)
 
 
@@ -358,7 +344,7 @@ def test_delivery_faults_fail_the_same_way_on_s3(
     errors = []
     for params in (local, remote):
         with pytest.raises(JobError) as failed:
-            _run(job, params, "split")
+            run_job(job, params, "split")
         errors.append(failed.value)
     here, there = errors
     assert here.error_type == there.error_type == error_type

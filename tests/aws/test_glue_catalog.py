@@ -26,7 +26,7 @@ from flywheel.aws import glue_entry
 from flywheel.aws.catalog import GlueCatalog, PartitionSpec, TableDefinition
 from flywheel.events import StepAttached, StepSucceeded
 from flywheel.invocation import JobError, StepInvocation
-from flywheel.pipelines.db_refresh import engine, glue_catalog, sample_data
+from flywheel.pipelines.db_refresh import engine, glue_catalog, glue_partitions, sample_data
 from flywheel.planner import PlanRequest
 from tests.aws.resources import create_bucket, create_glue_jobs
 from tests.support.moto_server import MotoServer
@@ -126,7 +126,7 @@ def test_the_db_refresh_seam_registers_from_s3(aws: MotoServer) -> None:
     create_bucket("data")
     _write_split_output("s3://data/split_part/addressable_ids", range(4))
     params = {"database": "omc_flywheel_dev", "catalog": "glue", "pipeline": "db-refresh", "create_database": True}
-    assert glue_catalog.is_glue_catalog(params)
+    assert glue_partitions.is_glue_catalog(params)
     info = glue_catalog.register_table(params, "part_addressable_ids", "s3://data/split_part/addressable_ids")
     assert info.partition_values == (0, 1, 2, 3)
     assert info.columns[-1] == ("id_part", "int") and info.partitions[0].rows == 10

@@ -24,8 +24,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from flywheel.pipelines.db_refresh import engine, storage
+from flywheel.pipelines.db_refresh import engine
 from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error, sql_ident, sql_text
+from flywheel.pipelines.db_refresh.glue_partitions import is_glue_catalog as is_glue_catalog
 from flywheel.pipelines.db_refresh.tables import PARTITION_COL as PARTITION_COL
 from flywheel.pipelines.db_refresh.tables import Partition as Partition
 from flywheel.pipelines.db_refresh.tables import TableInfo as TableInfo
@@ -36,12 +37,6 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # --------------------------------------------------------------------------- opening the file
-
-
-def on_glue(params: Mapping[str, Any]) -> bool:
-    """Whether this step's catalog is the Glue Data Catalog (AWS environments set `catalog: glue`):
-    the job code stays the same, and these functions hand over to `flywheel.aws.catalog`."""
-    return str(params.get("catalog") or "").lower() == "glue"
 
 
 def catalog_path(params: Mapping[str, Any]) -> Path:
@@ -179,21 +174,9 @@ def _has_bookkeeping(conn: Any, database: str) -> bool:
     return bool(found and found[0])
 
 
-def commit_options(params: Mapping[str, Any], table: str, storage_root: str) -> dict[str, Any]:
-    """The keyword arguments of `engine.write_partitioned` for a table's output: the grace period of
-    replaced commits (`commit_grace`), and on the Glue catalog the publish that points the table's
-    partitions at the new commit once its manifest is written (and says which commits are still named)."""
-    options: dict[str, Any] = {"commit_grace": storage.commit_grace(params.get("commit_grace"))}
-    if on_glue(params) and storage.is_remote(storage_root):
-        from flywheel.pipelines.db_refresh import glue_catalog as glue
-
-        options["after_commit"] = lambda: glue.publish(params, table, storage_root)
-    return options
-
-
 def get_table(params: Mapping[str, Any], table: str) -> TableInfo:
     """A registered table with its partitions; `tables-not-registered` if it is not there."""
-    if on_glue(params):
+    if is_glue_catalog(params):
         from flywheel.pipelines.db_refresh import glue_catalog as glue
 
         return glue.get_table(params, table)
@@ -236,7 +219,7 @@ def read_part_table(session: engine.Session, params: Mapping[str, Any], table: s
     `table` is the catalog name (e.g. `part_addressable_ids`). Fails with `tables-not-registered` when
     the table or its partitions have not been registered (steps 3 and 4).
     """
-    if engine.engine_name(params) == "spark" and on_glue(params):
+    if engine.engine_name(params) == "spark" and is_glue_catalog(params):
         # On Glue, Spark's own metastore is the Glue Data Catalog (--enable-glue-datacatalog).
         return session.table(f"{database_name(params)}.{table}")
     info = get_table(params, table)
@@ -381,7 +364,7 @@ def register_table(
     schema and partitions; a table or view of that name over another root (or made by hand) is a
     `table-prefix-conflict`. The database is created only when `create_database` is true (default).
     """
-    if on_glue(params):
+    if is_glue_catalog(params):
         from flywheel.pipelines.db_refresh import glue_catalog as glue
 
         return glue.register_table(params, table, str(storage_root), partition_col=partition_col)
@@ -444,7 +427,7 @@ def sync_partitions(
 
     Kept partitions are re-described from disk, so files rewritten since registration are picked up.
     """
-    if on_glue(params):
+    if is_glue_catalog(params):
         from flywheel.pipelines.db_refresh import glue_catalog as glue
 
         return glue.sync_partitions(params, table, values)

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from flywheel.invocation import JobError, JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import catalog, engine, storage
+from flywheel.pipelines.db_refresh import engine, storage
 from flywheel.pipelines.db_refresh.canonical import LOWER, TRIMMED, canonical
 from flywheel.pipelines.db_refresh.engine import JobErrorType, job_error
+from flywheel.pipelines.db_refresh.glue_partitions import commit_options
 
 SOURCE = "addressable_ids"
 PARTITION_COL = "id_part"
@@ -73,7 +74,7 @@ def run(invocation: StepInvocation) -> JobResult:
                 within_part=lambda part: latest_per_id(session, part, "last_seen", COLUMNS[1:-1]),
                 unique_key=("id",),
                 canonical=CANONICAL,
-                **catalog.commit_options(params, f"{params.get('table_prefix') or ''}{SOURCE}", target),
+                **commit_options(params, f"{params.get('table_prefix') or ''}{SOURCE}", target),
             )
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 

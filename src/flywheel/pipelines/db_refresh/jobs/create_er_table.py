@@ -47,6 +47,7 @@ import yaml
 from flywheel.invocation import JobError, JobResult, StepInvocation
 from flywheel.pipelines.db_refresh import catalog, engine, storage
 from flywheel.pipelines.db_refresh.canonical import LOWER, TRIMMED, canonical, trimmed
+from flywheel.pipelines.db_refresh.glue_partitions import commit_options
 
 log = logging.getLogger(__name__)
 
@@ -549,7 +550,7 @@ def run(invocation: StepInvocation) -> JobResult:
         er_path = storage.join(er_root, ER_TABLE)
         er_name = f"{prefix}addressable_ids_er"
         output = engine.write_partitioned(
-            table, er_path, PARTITION_COLUMN, parts=parts, **catalog.commit_options(params, er_name, er_path)
+            table, er_path, PARTITION_COLUMN, parts=parts, **commit_options(params, er_name, er_path)
         )
     if output.rows == 0:
         raise JobError(

@@ -16,8 +16,9 @@ import functools
 from typing import Any
 
 from flywheel.invocation import JobResult, StepInvocation
-from flywheel.pipelines.db_refresh import catalog, engine, storage
+from flywheel.pipelines.db_refresh import engine, storage
 from flywheel.pipelines.db_refresh.canonical import LOWER, TRIMMED, UPPER, canonical
+from flywheel.pipelines.db_refresh.glue_partitions import commit_options
 from flywheel.pipelines.db_refresh.jobs.addressable_split import (
     ID_PATTERN,
     PARTITION_COL,
@@ -81,7 +82,7 @@ def run(invocation: StepInvocation) -> JobResult:
                 parts=range(n_parts),
                 within_part=lambda part: latest_per_id(session, part, "updated_at", tiebreak),
                 unique_key=("id",),
-                **catalog.commit_options(params, f"{params.get('table_prefix') or ''}{SOURCE}", target),
+                **commit_options(params, f"{params.get('table_prefix') or ''}{SOURCE}", target),
             )
     return split_result(target, output, files=len(files), read=read, rejected=rejected)
 

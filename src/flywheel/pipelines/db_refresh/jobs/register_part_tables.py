@@ -21,7 +21,7 @@ def run(invocation: StepInvocation) -> JobResult:
             "register-part-tables needs `table` and `storage_root` (one context per table in pipeline.yaml)",
         )
     name = f"{params.get('table_prefix') or ''}{table}"
-    if catalog.on_glue(params) or str(storage_root).startswith("s3://"):
+    if catalog.is_glue_catalog(params) or str(storage_root).startswith("s3://"):
         info = catalog.register_table(params, name, str(storage_root))  # the Glue catalog lists S3 itself
         return _result(name, info)
     root = engine.local_path(str(storage_root))

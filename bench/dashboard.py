@@ -1,4 +1,5 @@
-"""What the dashboard's many-runs pages cost at 10,000 runs: the runs grid, needs-attention, incidents.
+"""What the dashboard's pages cost at 10,000 runs: the runs grid, needs-attention, incidents, a run's
+page, and the log viewer on a 100 MB log.
 
     uv run python bench/dashboard.py                 # 10,000 runs in a scratch home
     uv run python bench/dashboard.py --runs 1000 --repeat 20
@@ -9,7 +10,9 @@ key and is resumed, half of those resumes reusing everything upstream, and some 
 note), then the real dashboard (uvicorn on 127.0.0.1, the same app `flywheel ui` serves) is asked for
 each page over HTTP. Reported: the first request after the journal was written (it builds the run
 index: a one-off cost per home), the median and worst of `--repeat` requests after that, and the
-same page after one more run was appended (the index catches up with that run only).
+same page after one more run was appended (the index catches up with that run only). Then one more
+failed run whose step wrote a 100 MB log: its page, the log viewer (the capped tail) and one live-follow
+poll (`?from=`) near the end of the log.
 Results go to bench/results/dashboard.json.
 """
 
@@ -166,6 +169,43 @@ def write_runs(home: Path, count: int, seed: int) -> int:
     return written
 
 
+def write_big_log_run(home: Path, megabytes: int) -> tuple[int, str]:
+    """One failed run whose only attempt wrote `megabytes` MB of log; its id and the log's name."""
+    with open_journal(home) as journal:
+        run_id = journal.new_run("db-refresh", "dev")
+        log = home / "logs" / f"run-{run_id}" / "addressable-split-and-part.attempt-1.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        line = "INFO reading part 0042 of the raw addressable files: 131072 rows, 9.4 MB\n"
+        with open(log, "w") as handle:
+            for _ in range(megabytes * 1024 * 1024 // len(line)):
+                handle.write(line)
+            handle.write("ERROR AnalysisException: Table or view not found: part_7\n")
+        now = time.time()
+        key = KEYS[0]
+        journal.append(
+            RunStarted(run_id=run_id, at=now, pipeline="db-refresh", env="dev", user="bench", host="bench"),
+            StepStarted(run_id=run_id, at=now, step=key.step, attempt=1, log_path=str(log)),
+            StepFailed(
+                run_id=run_id,
+                at=now + 1,
+                step=key.step,
+                attempt=1,
+                duration=1.0,
+                error_type="AnalysisException",
+                error_message="Table or view not found: part_7",
+            ),
+            RunFinished(run_id=run_id, at=now + 2, outcome=RunOutcome.FAILED),
+        )
+    return run_id, log.name
+
+
+def timed(port: int, page: str, repeat: int) -> dict[str, float]:
+    get(port, page)
+    times = [get(port, page) for _ in range(repeat)]
+    print(f"{page[:60]:60} median {statistics.median(times):7.1f} ms   max {max(times):7.1f} ms")
+    return {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1)}
+
+
 def get(port: int, path: str) -> float:
     began = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -204,14 +244,17 @@ def main() -> None:
     results["first_request_ms"] = round(first, 1)
     print(f"first request (builds the run index): {first:.0f} ms")
     for page in PAGES:
-        get(port, page)
-        times = [get(port, page) for _ in range(args.repeat)]
-        results["pages"][page] = {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1)}
-        print(f"{page:32} median {statistics.median(times):7.1f} ms   max {max(times):7.1f} ms")
+        results["pages"][page] = timed(port, page, args.repeat)
     write_runs_after = write_runs(home, 1, args.seed + 1)
     caught_up = get(port, PAGES[0])
     results["after_one_more_run_ms"] = round(caught_up, 1)
     print(f"/runs after {write_runs_after} more run (the index folds it alone): {caught_up:.0f} ms")
+
+    big, name = write_big_log_run(home, 100)
+    size = (home / "logs" / f"run-{big}" / name).stat().st_size
+    viewer = f"/runs/{big}/logs/{name}/view"
+    for page in (f"/runs/{big}", viewer, f"{viewer}?from={size - 4096}&line=1"):
+        results["pages"][page.replace(str(big), "N", 1)] = timed(port, page, args.repeat)
     server.should_exit = True
     thread.join(10)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -174,3 +174,22 @@ def test_error_lines_are_the_ones_a_traceback_or_an_error_record_writes() -> Non
         "INFO step 3 ERROR_RATE=0.0",
     ]
     assert [line for line in errors + quiet if is_error_line(line)] == errors
+
+
+def test_line_numbers_stay_the_files_when_a_counted_log_grows_is_rewritten_or_replaced(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_bytes(b"".join(b"line %d\n" % n for n in range(1, 5001)))
+    head = log.stat().st_size - 1000
+    assert logview.count_lines(log, head) == log.read_bytes()[:head].count(b"\n")
+
+    with open(log, "ab") as handle:  # the step goes on writing: the next count starts where this one ended
+        handle.write(b"".join(b"more %d\n" % n for n in range(1, 2001)))
+    later = log.stat().st_size - 500
+    assert logview.count_lines(log, later) == log.read_bytes()[:later].count(b"\n")
+
+    # rewritten in place (same inode) with longer lines: the count is not carried over from before
+    log.write_bytes(b"".join(b"a much longer line, number %d\n" % n for n in range(1, 9001)))
+    end = log.stat().st_size - 10
+    assert logview.count_lines(log, end) == log.read_bytes()[:end].count(b"\n")
+    # an earlier point than the last count
+    assert logview.count_lines(log, 4096) == log.read_bytes()[:4096].count(b"\n")

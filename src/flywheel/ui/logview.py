@@ -67,17 +67,43 @@ def _line(number: int, raw: bytes, redact: Redact) -> LogLine:
     return LogLine(number, text, is_error_line(text))
 
 
+_COUNTED: dict[tuple[int, int], tuple[int, int, bytes]] = {}
+"""(device, inode) -> (bytes, newlines in them, the 64 bytes before that point): the last head counted
+per log file. A log only grows, so a later count of the same file starts where the last one ended. A
+file that shrank, or whose bytes before that point differ (another file that got the same inode), is
+counted from the start again."""
+_MARK = 64
+_COUNTED_FILES = 256
+
+
 def count_lines(path: str | Path, end: int) -> int:
-    """The newlines in the first `end` bytes of a file, read in blocks (never the whole head in memory)."""
-    seen, done = 0, 0
+    """The newlines in the first `end` bytes of a file, read in blocks (never the whole head in memory).
+
+    Viewing a 100 MB log again, or its page re-rendered while the step runs, counts only what was
+    written since (see `_COUNTED`)."""
     with open(path, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        identity = (st.st_dev, st.st_ino)
+        done, seen, mark = _COUNTED.get(identity, (0, 0, b""))
+        if done and (done > end or done > st.st_size or _before(handle, done) != mark):
+            done, seen = 0, 0
+        handle.seek(done)
         while done < end:
             block = handle.read(min(_BLOCK, end - done))
             if not block:
                 break
             seen += block.count(b"\n")
             done += len(block)
+        mark = _before(handle, done)
+    if len(_COUNTED) >= _COUNTED_FILES and identity not in _COUNTED:
+        _COUNTED.pop(next(iter(_COUNTED)))
+    _COUNTED[identity] = (done, seen, mark)
     return seen
+
+
+def _before(handle: BinaryIO, offset: int) -> bytes:
+    handle.seek(max(0, offset - _MARK))
+    return handle.read(min(offset, _MARK))
 
 
 def tail(

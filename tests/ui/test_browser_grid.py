@@ -120,6 +120,15 @@ def test_resume_is_the_second_choice_when_nothing_changed_and_refused_once_a_res
         box = button.bounding_box()
         assert box is not None and box["y"] + box["height"] <= 768, box
 
+        # on a phone the decision wraps: the whole button is on screen and nothing scrolls sideways
+        page.set_viewport_size({"width": 400, "height": 800})
+        page.reload()
+        page.wait_for_selector("#resume-button")
+        box = page.locator("#resume-button").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 400, box
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+        page.set_viewport_size({"width": 1366, "height": 768})
+
         assert chain.cli("resume", "1", "--yes", "-p", "pipeline.yaml").returncode == 1  # run 2: same error
         chain.fix("b[y]")  # the fix touches what b[y] reads: Resume is the answer again
         page.goto(url + "runs/2")

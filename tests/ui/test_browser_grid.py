@@ -21,6 +21,12 @@ from tests.ui.test_browser import Shots
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 CELLS = "els => els.map(e => [e.dataset.key, e.dataset.state, e.querySelector('svg.icon') !== null])"
+PHONE = {"width": 400, "height": 800}
+
+
+def page_width(page: Any) -> int:
+    """How wide the document is: wider than the screen means the page scrolls sideways."""
+    return int(page.evaluate("document.documentElement.scrollWidth"))
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +82,10 @@ def test_the_grid_finds_the_open_failure_and_opens_its_step_on_a_laptop_and_a_ph
         assert page.locator('#steps tr[data-key="d"]').get_attribute("data-state") == "failed"
 
         # on a 400 px phone the page never scrolls sideways: the grid scrolls inside its box
-        page.set_viewport_size({"width": 400, "height": 800})
+        page.set_viewport_size(PHONE)
         for path in ("runs", "runs/3", "incidents"):
             page.goto(url + path)
-            width = page.evaluate("document.documentElement.scrollWidth")
+            width = page_width(page)
             assert width <= 400, f"/{path} is {width} px wide on a 400 px screen"
         page.goto(url + "runs")
         shot(page, "runs-grid-phone.png")
@@ -121,13 +127,13 @@ def test_resume_is_the_second_choice_when_nothing_changed_and_refused_once_a_res
         assert box is not None and box["y"] + box["height"] <= 768, box
 
         # on a phone the decision wraps: the whole button is on screen and nothing scrolls sideways
-        page.set_viewport_size({"width": 400, "height": 800})
-        page.reload()
-        page.wait_for_selector("#resume-button")
-        box = page.locator("#resume-button").bounding_box()
+        phone = chromium.new_page(viewport=PHONE)
+        phone.goto(url + "runs/1")
+        phone.wait_for_selector("#resume-button")
+        box = phone.locator("#resume-button").bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 400, box
-        assert page.evaluate("document.documentElement.scrollWidth") <= 400
-        page.set_viewport_size({"width": 1366, "height": 768})
+        assert page_width(phone) <= 400
+        phone.close()
 
         assert chain.cli("resume", "1", "--yes", "-p", "pipeline.yaml").returncode == 1  # run 2: same error
         chain.fix("b[y]")  # the fix touches what b[y] reads: Resume is the answer again
